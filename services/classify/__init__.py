@@ -1,0 +1,1 @@
+"""The classify service (thin gRPC adapter)."""

@@ -1,0 +1,1 @@
+"""The measure service (thin gRPC adapter)."""

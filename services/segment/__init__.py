@@ -1,0 +1,1 @@
+"""The segment service (thin gRPC adapter)."""

@@ -1,0 +1,22 @@
+"""Analysis library: loading and calibration, cleaning, separation (UECS), morphometry, statistics, reports.
+
+No gRPC in here: services and the command line are thin adapters over this package.
+"""
+
+from ._databar import detect_databar
+from ._geometry import convex_hull, convexity, feret_diameters, outline, polygon_area, polygon_length
+from ._io import Calibration, ImageDecodeError, LoadedImage, load_image, resolve_calibration, to_gray_float
+from ._morphometry import SIZE_COLUMNS, measure_instance, particle_columns, shape_dimensions
+from ._report import overlay_rgb, write_image_outputs, write_particles_csv, write_sample_report
+from ._pipeline import MODALITIES, SUMMARY_MEASURES, ImageResult, MeasureOptions, measure_mask, summarize
+from ._separate import SEPARATION_MODES, Instance, Separation, clean_mask, separate
+from ._shape import CONFIDENCE_LIMIT, classify_shape
+
+__all__ = [
+    "CONFIDENCE_LIMIT", "Calibration", "ImageDecodeError", "ImageResult", "Instance", "LoadedImage",
+    "MODALITIES", "MeasureOptions", "SEPARATION_MODES", "SIZE_COLUMNS", "SUMMARY_MEASURES", "Separation",
+    "classify_shape", "clean_mask", "convex_hull", "convexity", "detect_databar", "feret_diameters",
+    "load_image", "measure_instance", "measure_mask", "outline", "particle_columns", "polygon_area",
+    "overlay_rgb", "polygon_length", "resolve_calibration", "write_image_outputs", "write_particles_csv",
+    "write_sample_report", "separate", "shape_dimensions", "summarize", "to_gray_float",
+]

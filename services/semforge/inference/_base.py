@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import abc
+from typing import Callable
+
+import numpy as np
+
+_REGISTRY: dict[str, Callable[..., "Segmenter"]] = {}
+
+
+class Segmenter(abc.ABC):
+    """Foreground probability from a gray image."""
+
+    name: str = "segmenter"
+
+    @abc.abstractmethod
+    def predict(self, gray: np.ndarray, *, modality: str = "se") -> np.ndarray:
+        """Return float32 probabilities in [0, 1], same shape as ``gray`` (float32, [0, 1])."""
+
+    def mask(self, gray: np.ndarray, *, modality: str = "se", threshold: float = 0.5) -> np.ndarray:
+        return self.predict(gray, modality=modality) >= threshold
+
+
+def register_segmenter(name: str, factory: Callable[..., Segmenter]) -> None:
+    _REGISTRY[name] = factory
+
+
+def segmenter_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_segmenter(name: str = "classical", **kwargs) -> Segmenter:
+    """Build a segmenter by name.
+
+    Raises
+    ------
+    ValueError
+        Unknown name; the message lists the valid ones.
+    """
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown segmenter {name!r}; valid: {', '.join(segmenter_names())}") from None
+    return factory(**kwargs)

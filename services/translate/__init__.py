@@ -1,0 +1,1 @@
+"""The translate service (thin gRPC adapter)."""
