@@ -1,0 +1,51 @@
+# semforge: `make run` (set-up included) runs the main job; `make test` runs the tests.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup protos run serve test test-slow test-all lint-protos bench realdata clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py $(wildcard protos/semforge/*/v1/*.proto)
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q "grpcio-tools==1.81.1" "protobuf>=6.33,<7"
+	$(BIN)/python services/semforge/rpc/codegen.py
+	$(BIN)/pip install -q --no-build-isolation -e ".[dev]"
+	touch $(STAMP)
+
+protos: setup
+	$(BIN)/python services/semforge/rpc/codegen.py
+
+# The main job on the embedded default: start every service on 127.0.0.1, analyse the
+# shipped (synthetic) sample images through the gateway, write the report, exit.
+run: setup
+	$(BIN)/semforge run --once --port 0 --workdir out
+
+# Keep the services up for `semforge client` (gateway on 127.0.0.1:50051).
+serve: setup
+	$(BIN)/semforge run --workdir out
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+lint-protos: setup
+	cd protos && ../$(BIN)/buf lint
+
+bench: setup
+	$(BIN)/python tests/bench/run_benchmarks.py --write docs/benchmarks.md
+
+realdata: setup
+	$(BIN)/python tests/bench/realdata_check.py --write docs/realdata.md
+
+clean:
+	rm -rf out build *.egg-info

@@ -1,0 +1,66 @@
+"""segment service: foreground mask from an image reference (thin adapter over semforge.inference)."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+
+from semforge.analysis import load_image, to_gray_float
+from semforge.inference import create_segmenter
+from semforge.rpc import ServiceConfig, build_server, configure_logging, env_str, map_exceptions, serve_forever
+from semforge.rpc._convert import modality_name, put_png, ref_pb
+from semforge.segment.v1 import segment_pb2, segment_pb2_grpc
+from semforge.storage import ObjectStore, open_store
+
+
+class SegmentServicer(segment_pb2_grpc.SegmentServiceServicer):
+    def __init__(self, store: ObjectStore, default_model: str = "classical"):
+        self.store = store
+        self.default_model = default_model
+        self._models = {default_model: create_segmenter(default_model)}
+
+    def _model(self, name: str):
+        name = name or self.default_model
+        if name not in self._models:
+            self._models[name] = create_segmenter(name)  # ValueError lists the valid names
+        return name, self._models[name]
+
+    @map_exceptions
+    def Segment(self, request, context):
+        if not request.image.key:
+            raise ValueError("image reference is empty")
+        t0 = time.perf_counter()
+        modality = modality_name(request.modality)
+        name, model = self._model(request.model)
+        img = load_image(self.store.get_bytes(request.image.key), name=request.image.key)
+        gray = to_gray_float(img.pixels)
+        rows = request.specimen_rows or gray.shape[0]
+        if not 0 < rows <= gray.shape[0]:
+            raise ValueError(f"specimen_rows must be in 1..{gray.shape[0]}, got {request.specimen_rows}")
+        mask = np.zeros(gray.shape, dtype=np.uint8)
+        mask[:rows] = (model.predict(gray[:rows], modality=modality) >= 0.5).astype(np.uint8) * 255
+        info = put_png(self.store, mask)
+        return segment_pb2.SegmentResponse(mask=ref_pb(info, "image/png"), model=name,
+                                           seconds=time.perf_counter() - t0)
+
+
+def register(store: ObjectStore, model: str = "classical"):
+    def add(server: grpc.Server):
+        segment_pb2_grpc.add_SegmentServiceServicer_to_server(SegmentServicer(store, model), server)
+        return [segment_pb2.DESCRIPTOR.services_by_name["SegmentService"].full_name]
+    return add
+
+
+def main() -> None:
+    configure_logging()
+    cfg = ServiceConfig.from_env()
+    store = open_store(cfg.store)
+    srv = build_server("segment", register(store, env_str("SEGMENT_MODEL", "classical")), cfg,
+                       ready_check=lambda: store.ping() is None)
+    serve_forever([srv], cfg.grace_s)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""The ``semforge`` command line.
+
+Exit codes: 0 success; 1 the analysis or job failed; 2 bad input or usage;
+3 a server could not be reached. Errors are one line on stderr, never a
+traceback (set ``SEMFORGE_DEBUG=1`` for one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def _positive(v: str) -> float:
+    try:
+        f = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {v!r}") from None
+    if not f > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return f
+
+
+def _databar(v: str):
+    if v in ("auto", "none"):
+        return v
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError("use auto, none or a number of specimen rows") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError("the number of specimen rows must be > 0")
+    return n
+
+
+def _add_analysis_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--modality", choices=["se", "stem", "tem", "him"], default="se",
+                   help="imaging mode: SE/HIM bright particles, STEM/TEM dark particles (default se)")
+    p.add_argument("--pixel-size-nm", type=_positive, default=None,
+                   help="pixel size in nm; overrides the file's calibration")
+    p.add_argument("--separate", choices=["uecs", "watershed", "none"], default="uecs",
+                   help="separation of touching particles (default uecs)")
+    p.add_argument("--databar", type=_databar, default="auto",
+                   help="instrument data bar: auto (detect), none, or the number of specimen rows")
+
+
+def _options(args):
+    from .analysis import MeasureOptions
+
+    return MeasureOptions(separate=args.separate, modality=args.modality)
+
+
+def _check_inputs(paths: list[str]) -> None:
+    for p in paths:
+        if not os.path.exists(p):
+            raise CliError(f"no such file: {p}")
+        if os.path.isdir(p):
+            raise CliError(f"{p} is a directory; pass image files (e.g. {p}/*.tif)")
+
+
+def _text_progress(i: int, name: str, stage: str, frac: float) -> None:
+    sys.stderr.write(f"  {frac * 100:5.1f}%  {name} {stage}\n" if name else f"  {frac * 100:5.1f}%  {stage}\n")
+    sys.stderr.flush()
+
+
+def cmd_analyze(args) -> int:
+    _check_inputs(args.images)
+    if args.server:
+        return _analyze_remote(args.server, args.images, args)
+    from .workflow import analyze_paths
+
+    t0 = time.perf_counter()
+    written = analyze_paths(args.images, args.out, options=_options(args), pixel_size_nm=args.pixel_size_nm,
+                            databar=args.databar, progress=None if args.quiet else _text_progress,
+                            title=f"semforge report: {args.sample}")
+    print(f"report: {written['html']} ({len(args.images)} image(s), {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _analysis_pb(args):
+    from .common.v1 import common_pb2
+    from .rpc._convert import modality_enum, separation_enum
+
+    rows = 0 if args.databar == "auto" else (-1 if args.databar == "none" else args.databar)
+    return common_pb2.AnalysisOptions(modality=modality_enum(args.modality), pixel_size_nm=args.pixel_size_nm or 0.0,
+                                      separation=separation_enum(args.separate), specimen_rows=rows)
+
+
+def _analyze_remote(server: str, images: list[str], args) -> int:
+    import grpc
+
+    from .client import GatewayClient, ProgressBar
+    from .common.v1 import common_pb2
+
+    with GatewayClient(server) as c:
+        try:
+            c.wait_ready(timeout_s=args.wait)
+        except TimeoutError as exc:
+            raise CliError(str(exc), 3) from None
+        refs, names = [], []
+        for path in images:
+            r = c.upload(path)
+            refs.append(r.image.ref)
+            names.append(Path(path).name.rsplit(".", 1)[0])
+            if not args.quiet:
+                cal = r.image.calibration
+                size = f"{cal.pixel_size_nm:g} nm/px ({cal.source})" if cal.pixel_size_nm else "no pixel size in file"
+                sys.stderr.write(f"uploaded {path} -> {r.image.ref.key[:22]}... {'(already stored) ' if r.deduplicated else ''}"
+                                 f"{r.image.width}x{r.image.height}, {size}\n")
+        job = c.analyze(refs, names, _analysis_pb(args), sample=args.sample,
+                        progress=None if args.quiet else ProgressBar())
+        if job.state != common_pb2.JOB_STATE_SUCCEEDED:
+            raise CliError(f"job {job.job_id} {common_pb2.JobState.Name(job.state)}: {job.message}", 1)
+        c.download_outputs(job, args.out)
+    print(f"report: {Path(args.out) / 'report.html'} (job {job.job_id})")
+    return 0
+
+
+def cmd_measure(args) -> int:
+    _check_inputs([args.mask])
+    import numpy as np
+
+    from .analysis import Calibration, load_image, write_particles_csv
+    from .analysis import measure_mask
+
+    img = load_image(args.mask)
+    mask = img.pixels
+    if mask.ndim != 2:
+        raise CliError(f"{args.mask}: expected a 2-D binary mask")
+    cal = Calibration(args.pixel_size_nm, "user") if args.pixel_size_nm else img.calibration
+    rows = None if args.databar in ("auto", "none") else args.databar
+    res = measure_mask(mask > 0, calibration=cal, image_name=Path(args.mask).name.rsplit(".", 1)[0],
+                       specimen_rows=rows, options=_options(args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import tifffile
+
+    n = int(res.labels.max())
+    tifffile.imwrite(out / "labels.tif", res.labels.astype(np.uint16 if n < 65535 else np.uint32), compression="zlib")
+    write_particles_csv(out / "particles.csv", res.particles, res.columns)
+    if not cal.calibrated:
+        sys.stderr.write("WARNING: no pixel size (file has none, --pixel-size-nm not given): sizes are in PIXELS\n")
+    print(f"{len(res.particles)} particles ({len(res.included())} included) -> {out / 'particles.csv'}")
+    return 0
+
+
+def _sample_images(outdir: Path, n: int = 2) -> list[str]:
+    from .synth import synthetic_sem, write_zeiss_tiff
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = outdir / f"sample_{i + 1}.tif"
+        if not p.exists():
+            img, _ = synthetic_sem(seed=100 + i)
+            write_zeiss_tiff(p, img, 2.5)
+        paths.append(str(p))
+    return paths
+
+
+def cmd_run(args) -> int:
+    from .embedded import start_embedded
+    from .rpc import configure_logging, serve_forever
+
+    configure_logging("WARNING" if args.once else "INFO", json_lines=not args.once)
+    store = args.store or os.path.join(args.workdir, "store")
+    emb = start_embedded(store=store, gateway_port=args.port, metrics_port=args.metrics_port)
+    try:
+        print(f"semforge embedded: gateway on {emb.gateway_address}, store {store}")
+        for name, s in emb.servers.items():
+            if name != "gateway":
+                print(f"  {name:9s} {s.address}")
+        if args.demo or args.once:
+            images = _sample_images(Path(args.workdir) / "sample")
+            ns = argparse.Namespace(server=emb.gateway_address, out=os.path.join(args.workdir, "report"),
+                                    modality="se", pixel_size_nm=None, separate="uecs", databar="auto",
+                                    sample="demo sample (synthetic)", quiet=False, wait=60.0)
+            _analyze_remote(emb.gateway_address, images, ns)
+        if args.once:
+            return 0
+        print(f"serving; try: semforge client --server {emb.gateway_address} analyze IMAGE --out DIR   (Ctrl-C stops)")
+        serve_forever(list(emb.servers.values()))
+        return 0
+    finally:
+        emb.stop(1.0)
+
+
+def cmd_client(args) -> int:
+    from .client import GatewayClient
+    from .common.v1 import common_pb2
+    from .gateway.v1 import gateway_pb2
+
+    if args.action == "analyze":
+        _check_inputs(args.images)
+        return _analyze_remote(args.server, args.images, args)
+    with GatewayClient(args.server) as c:
+        if args.action == "upload":
+            _check_inputs(args.images)
+            for p in args.images:
+                r = c.upload(p)
+                print(f"{p}\t{r.image.ref.key}\t{r.image.width}x{r.image.height}\t"
+                      f"{r.image.calibration.pixel_size_nm or 'uncalibrated'}")
+        elif args.action == "jobs":
+            for j in c.stub.ListJobs(gateway_pb2.ListJobsRequest(limit=args.limit)).jobs:
+                print(f"{j.job_id}\t{common_pb2.JobState.Name(j.state)}\t{j.images_done}/{j.images_total}\t"
+                      f"{j.created_at}\t{j.message}")
+        elif args.action == "status":
+            j = c.stub.GetJob(gateway_pb2.GetJobRequest(job_id=args.job_id)).job
+            print(f"{j.job_id}\t{common_pb2.JobState.Name(j.state)}\t{j.images_done}/{j.images_total}\t{j.message}")
+        elif args.action == "cancel":
+            j = c.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=args.job_id)).job
+            print(f"{j.job_id}\t{common_pb2.JobState.Name(j.state)}")
+        elif args.action == "fetch":
+            j = c.stub.GetJob(gateway_pb2.GetJobRequest(job_id=args.job_id)).job
+            files = c.download_outputs(j, args.out)
+            print(f"{len(files)} file(s) -> {args.out}")
+    return 0
+
+
+def cmd_unavailable(args) -> int:
+    raise CliError(f"'semforge {args.command}' is not available in this build yet "
+                   f"({args.why}); see the project's issues", 2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="semforge", description="Particle size and shape statistics from electron micrographs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("analyze", help="analyse micrographs of one sample into a report")
+    a.add_argument("images", nargs="+", metavar="IMAGE")
+    a.add_argument("--out", required=True, help="output directory")
+    _add_analysis_opts(a)
+    a.add_argument("--server", help="gateway address HOST:PORT (default: analyse in process)")
+    a.add_argument("--sample", default="sample", help="sample name for the report title")
+    a.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the server to be ready")
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(func=cmd_analyze)
+
+    m = sub.add_parser("measure", help="separation + morphometry on an existing binary mask")
+    m.add_argument("--mask", required=True)
+    m.add_argument("--out", required=True)
+    _add_analysis_opts(m)
+    m.set_defaults(func=cmd_measure)
+
+    r = sub.add_parser("run", help="start every service locally (embedded default) and keep them up")
+    r.add_argument("--port", type=int, default=50051, help="gateway port (default 50051; 0 = any free port)")
+    r.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (0 = off)")
+    r.add_argument("--workdir", default="out", help="where the store, sample and demo report go (default out/)")
+    r.add_argument("--store", help="object store URL or directory (default WORKDIR/store)")
+    r.add_argument("--demo", action="store_true", help="analyse the shipped sample images through the gateway")
+    r.add_argument("--once", action="store_true", help="with the demo: exit when the report is written")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("client", help="instrument-PC client of a running gateway")
+    c.add_argument("--server", default="127.0.0.1:50051")
+    csub = c.add_subparsers(dest="action", required=True)
+    ca = csub.add_parser("analyze", help="upload, analyse with progress, fetch the report")
+    ca.add_argument("images", nargs="+", metavar="IMAGE")
+    ca.add_argument("--out", required=True)
+    _add_analysis_opts(ca)
+    ca.add_argument("--sample", default="sample")
+    ca.add_argument("--wait", type=float, default=30.0)
+    ca.add_argument("--quiet", action="store_true")
+    cu = csub.add_parser("upload", help="upload images (content addressed)")
+    cu.add_argument("images", nargs="+", metavar="IMAGE")
+    cj = csub.add_parser("jobs", help="list jobs")
+    cj.add_argument("--limit", type=int, default=20)
+    for name in ("status", "cancel"):
+        x = csub.add_parser(name, help=f"{name} of a job")
+        x.add_argument("job_id")
+    cf = csub.add_parser("fetch", help="download a job's report")
+    cf.add_argument("job_id")
+    cf.add_argument("--out", required=True)
+    c.set_defaults(func=cmd_client)
+
+    for name, why in (("render", "the Blender scene library is not installed yet"),
+                      ("translate", "no CycleGAN generator has been trained yet"),
+                      ("train", "training jobs are not implemented yet"),
+                      ("evaluate", "model evaluation is not implemented yet")):
+        x = sub.add_parser(name, help=f"(not available yet: {why})")
+        x.add_argument("rest", nargs=argparse.REMAINDER)
+        x.set_defaults(func=cmd_unavailable, why=why)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"semforge: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("semforge: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+        if os.environ.get("SEMFORGE_DEBUG"):
+            raise
+        import grpc
+
+        from .analysis import ImageDecodeError
+
+        if isinstance(exc, grpc.RpcError):
+            code = exc.code()
+            rc = 3 if code == grpc.StatusCode.UNAVAILABLE else (2 if code in (
+                grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED) else 1)
+            print(f"semforge: error: {code.name}: {exc.details()}", file=sys.stderr)
+            return rc
+        if isinstance(exc, (ImageDecodeError, ValueError, FileNotFoundError, PermissionError)):
+            print(f"semforge: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"semforge: error: {type(exc).__name__}: {exc} (SEMFORGE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

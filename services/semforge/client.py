@@ -1,0 +1,134 @@
+"""Instrument-PC client of the gateway: upload, analyse with progress, fetch results."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import grpc
+
+from .common.v1 import common_pb2
+from .gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+__all__ = ["GatewayClient", "ProgressBar"]
+
+CHUNK = 1 << 20
+
+
+class ProgressBar:
+    """One-line progress on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.last = ""
+
+    def __call__(self, ev: common_pb2.ProgressEvent) -> None:
+        filled = int(round(ev.fraction * self.width))
+        bar = "#" * filled + "-" * (self.width - filled)
+        what = f"{ev.image_name} {ev.stage}".strip()
+        line = f"[{bar}] {ev.fraction * 100:5.1f}% {what}: {ev.message}"
+        if self.tty:
+            self.stream.write("\r" + line[:120].ljust(120))
+            if ev.stage == "done":
+                self.stream.write("\n")
+        elif line != self.last:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.last = line
+
+
+class GatewayClient:
+    def __init__(self, address: str, *, timeout_s: float = 30.0):
+        self.address = address
+        self.channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+        self.stub = gateway_pb2_grpc.GatewayServiceStub(self.channel)
+        self.timeout_s = timeout_s
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout_s
+        hs = health_pb2_grpc.HealthStub(self.channel)
+        while True:
+            try:
+                r = hs.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gateway at {self.address} is not serving after {timeout_s:.0f} s")
+            time.sleep(0.2)
+
+    def upload(self, path: str | os.PathLike, *, name: str | None = None) -> gateway_pb2.UploadResponse:
+        p = Path(path)
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for b in iter(lambda: fh.read(CHUNK), b""):
+                h.update(b)
+
+        def messages() -> Iterable[gateway_pb2.UploadRequest]:
+            first = True
+            with open(p, "rb") as fh:
+                while True:
+                    b = fh.read(CHUNK)
+                    if first:
+                        yield gateway_pb2.UploadRequest(name=name or p.name, data=b, expected_sha256=h.hexdigest())
+                        first = False
+                    elif b:
+                        yield gateway_pb2.UploadRequest(data=b)
+                    if not b:
+                        return
+
+        return self.stub.Upload(messages(), timeout=max(self.timeout_s, 600))
+
+    def analyze(self, refs, names, options: common_pb2.AnalysisOptions, *, sample: str = "sample",
+                progress: Callable[[common_pb2.ProgressEvent], None] | None = None) -> common_pb2.Job:
+        req = gateway_pb2.AnalyzeRequest(images=refs, names=names, options=options, sample=sample)
+        job = None
+        for msg in self.stub.Analyze(req):
+            if msg.HasField("event") and progress:
+                progress(msg.event)
+            if msg.HasField("job"):
+                job = msg.job
+        if job is None:
+            raise RuntimeError("the gateway ended the analysis stream without a job record")
+        return job
+
+    def download(self, job_id: str, name: str, dest: str | os.PathLike) -> int:
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        n = 0
+        with open(tmp, "wb") as fh:
+            for msg in self.stub.Download(gateway_pb2.DownloadRequest(job_id=job_id, name=name),
+                                          timeout=max(self.timeout_s, 600)):
+                fh.write(msg.data)
+                n += len(msg.data)
+        os.replace(tmp, dest)
+        return n
+
+    def download_outputs(self, job: common_pb2.Job, outdir: str | os.PathLike) -> list[Path]:
+        out = Path(outdir)
+        written = []
+        for name in sorted(job.outputs):
+            if name.startswith("_state/"):
+                continue
+            self.download(job.job_id, name, out / name)
+            written.append(out / name)
+        return written

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from ._base import ObjectInfo, ObjectNotFound, ObjectStore, StorageUnavailable, validate_key
+
+
+class LocalStore(ObjectStore):
+    """Objects as files below a root directory (the embedded default).
+
+    Writes go to ``<root>/.tmp`` and are renamed into place, so a reader
+    never sees a partial object. If the root disappears (unmounted volume),
+    operations raise :class:`StorageUnavailable` instead of recreating it.
+    """
+
+    kind = "local"
+
+    def __init__(self, root: str | os.PathLike, *, create: bool = True):
+        self.root = Path(root).expanduser().resolve()
+        if create:
+            (self.root / ".tmp").mkdir(parents=True, exist_ok=True)
+        self._check()
+
+    def _check(self) -> None:
+        if not (self.root / ".tmp").is_dir():
+            raise StorageUnavailable(f"local store {self.root} is not available (missing or not mounted)")
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        p = (self.root / key).resolve()
+        if self.root not in p.parents:
+            raise ValueError(f"key {key!r} escapes the store")
+        return p
+
+    def _spool_dir(self) -> str | None:
+        self._check()
+        return str(self.root / ".tmp")
+
+    def _put_file(self, key: str, path: str, size: int) -> None:
+        dest = self._path(key)
+        self._check()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / ".tmp" / (dest.name + f".{os.getpid()}.{id(path)}")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dest)
+
+    def open(self, key: str) -> BinaryIO:
+        p = self._path(key)
+        self._check()
+        try:
+            return open(p, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(f"no object {key!r}") from None
+
+    def stat(self, key: str) -> ObjectInfo:
+        p = self._path(key)
+        self._check()
+        try:
+            st = p.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(f"no object {key!r}") from None
+        if not p.is_file():
+            raise ObjectNotFound(f"no object {key!r}")
+        return ObjectInfo(key, st.st_size)
+
+    def list(self, prefix: str = "") -> list[str]:
+        self._check()
+        out = []
+        base = self.root
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, base)
+            if rel_dir == ".tmp" or rel_dir.startswith(".tmp" + os.sep):
+                dirnames[:] = []
+                continue
+            for f in filenames:
+                k = f if rel_dir == "." else f"{rel_dir.replace(os.sep, '/')}/{f}"
+                if k.startswith(prefix):
+                    out.append(k)
+        return sorted(out)
+
+    def delete(self, key: str) -> None:
+        p = self._path(key)
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+    def ping(self) -> None:
+        self._check()
