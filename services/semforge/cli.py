@@ -284,17 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--out", required=True)
     c.set_defaults(func=cmd_client)
 
-    for name, why in (("render", "the Blender scene library is not installed yet"),
-                      ("translate", "no CycleGAN generator has been trained yet"),
-                      ("train", "training jobs are not implemented yet"),
-                      ("evaluate", "model evaluation is not implemented yet")):
+    for name, why in _NOT_YET.items():
         x = sub.add_parser(name, help=f"(not available yet: {why})")
         x.add_argument("rest", nargs=argparse.REMAINDER)
         x.set_defaults(func=cmd_unavailable, why=why)
     return p
 
 
+_NOT_YET = {"render": "the Blender scene library is not installed yet",
+            "translate": "no CycleGAN generator has been trained yet",
+            "train": "training jobs are not implemented yet",
+            "evaluate": "model evaluation is not implemented yet"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _NOT_YET and not {"-h", "--help"} & set(argv):
+        print(f"semforge: error: 'semforge {argv[0]}' is not available in this build yet ({_NOT_YET[argv[0]]})",
+              file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

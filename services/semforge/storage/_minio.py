@@ -39,9 +39,7 @@ class MinioStore(ObjectStore):
     def _call(self, fn, *args, **kwargs):
         try:
             if not self._bucket_ok:
-                if not self.client.bucket_exists(self.bucket):
-                    self.client.make_bucket(self.bucket)
-                self._bucket_ok = True
+                self._ensure_bucket()
             return fn(*args, **kwargs)
         except S3Error as exc:
             if exc.code in _NOT_FOUND:
@@ -49,6 +47,21 @@ class MinioStore(ObjectStore):
             raise StorageError(f"S3 error {exc.code}: {exc.message}") from exc
         except (urllib3.exceptions.HTTPError, ConnectionError, OSError, ServerError) as exc:
             raise StorageUnavailable(f"object store at {self.endpoint} is unavailable ({type(exc).__name__})") from exc
+
+    def _ensure_bucket(self) -> None:
+        try:
+            exists = self.client.bucket_exists(self.bucket)
+        except InvalidResponseError as exc:  # servers that answer errors as text/xml
+            if "NoSuchBucket" not in str(exc) and "404" not in str(exc):
+                raise StorageError(f"S3 server answered oddly: {exc}") from exc
+            exists = False
+        if not exists:
+            try:
+                self.client.make_bucket(self.bucket)
+            except S3Error as exc:
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+        self._bucket_ok = True
 
     def _put_file(self, key: str, path: str, size: int) -> None:
         with open(path, "rb") as fh:
