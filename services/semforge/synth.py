@@ -70,6 +70,8 @@ def synthetic_sem(*, seed: int = 0, size: tuple[int, int] = (768, 1024), n_parti
     out[:spec] = np.clip(img * 255, 0, 255).astype(np.uint8)
     # data bar: black band with white "text" blocks and a scale bar
     bar = out[spec:]
+    if databar_rows < 48:
+        return out, labels
     for i in range(6):
         x0 = 20 + i * 120
         bar[15:30, x0:x0 + 70] = 255 * (rng.random((15, 70)) > 0.6)
