@@ -295,11 +295,13 @@ class Orchestrator:
             if job is not None:
                 self._check_cancel(job)
 
-    def _check_cancel(self, job):
+    def _check_cancel(self, job, *, stored: bool = True):
         with self.lock:
             lj = self.local.get(job.job_id)
         if lj and lj.cancelled:
             raise _Cancelled()
+        if not stored:
+            return
         try:
             stored = self.load(job.job_id)
         except StorageUnavailable:
@@ -387,16 +389,16 @@ class Orchestrator:
         rows = info["height"] if o.specimen_rows == -1 else (o.specimen_rows or info["specimen_rows"])
         if not 0 < rows <= info["height"]:
             raise ValueError(f"specimen_rows must be in 1..{info['height']} for image {name}, got {rows}")
-        self._check_cancel(job)
+        self._check_cancel(job, stored=False)
         self._emit(job, i, name, "segment", base + step, "segmenting")
         seg = self._retry(lambda: self.segment.Segment(segment_pb2.SegmentRequest(
             image=ref, modality=o.modality, specimen_rows=rows, model=o.segmenter)), job, "segment")
-        self._check_cancel(job)
+        self._check_cancel(job, stored=False)
         self._emit(job, i, name, "measure", base + 2 * step, "separating and measuring particles")
         mes = self._retry(lambda: self.measure.Measure(measure_pb2.MeasureRequest(
             mask=seg.mask, image_name=name, calibration=calibration_pb(cal), specimen_rows=rows, options=o)),
             job, "measure")
-        self._check_cancel(job)
+        self._check_cancel(job, stored=False)
         self._emit(job, i, name, "classify", base + 3 * step, f"{mes.count} particles, classifying shapes")
         cls = self._retry(lambda: self.classify.Classify(classify_pb2.ClassifyRequest(
             particles=mes.particles, image=ref, labels=mes.labels, modality=o.modality)), job, "classify")
@@ -421,7 +423,9 @@ class Orchestrator:
                                   options=MeasureOptions(separate=doc["separation"],
                                                          modality=measure_options(o).modality))
                 gray = to_gray_float(load_image(self.store.get_bytes(ref.key), name=name).pixels)
-                write_image_outputs(res, gray, out / name)
+                # labels.tif is the measure service's object already (same format): no re-encoding
+                write_image_outputs(res, gray, out / name, write_labels=False)
+                job.outputs[f"{name}/labels.tif"].CopyFrom(job.outputs[f"_state/{name}/labels.tif"])
                 results.append(res)
             write_sample_report(results, out, title=f"semforge report: {job.sample}")
             for path in sorted(out.rglob("*")):

@@ -235,3 +235,34 @@ def test_client_disconnect_mid_upload_leaves_no_object(emb, stub):
     assert emb.store.list("blobs/") == before
     assert not list((emb.store.root / ".tmp").iterdir())
     assert serving(emb)
+
+
+def test_stale_job_of_a_dead_replica_is_resumed(tmp_path, sample_tiff):
+    """A job left RUNNING by a replica that died is picked up by another one and finished."""
+    from google.protobuf import json_format
+
+    path, _ = sample_tiff
+    store = LocalStore(tmp_path / "store")
+    first = start_embedded(store=store)
+    c = GatewayClient(first.gateway_address)
+    c.wait_ready(30)
+    ref = c.upload(path).image.ref
+    c.close()
+    first.stop(0)  # the replica "dies" before running anything
+    job = common_pb2.Job(job_id="deadbeef" * 4, state=S.JOB_STATE_RUNNING, created_at="2026-01-01T00:00:00+00:00",
+                         updated_at="2026-01-01T00:00:00+00:00", images_total=1, sample="orphan")
+    job.inputs.append(ref)
+    job.input_names.append("orphan")
+    store.put_bytes(f"jobs/{job.job_id}/job.json", json_format.MessageToJson(job).encode())
+    second = start_embedded(store=store, resume_after_s=1.0)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            j = second.orchestrator.load(job.job_id)
+            if j.state == S.JOB_STATE_SUCCEEDED:
+                break
+            time.sleep(0.3)
+        assert j.state == S.JOB_STATE_SUCCEEDED, j.message
+        assert "orphan/particles.csv" in j.outputs
+    finally:
+        second.stop(0)

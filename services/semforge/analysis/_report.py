@@ -79,8 +79,9 @@ def _save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     Image.fromarray(rgb).save(path, optimize=False, compress_level=3)
 
 
-def write_image_outputs(result: ImageResult, gray: np.ndarray, outdir: str | os.PathLike) -> dict[str, str]:
-    """Write ``labels.tif``, ``particles.csv`` and ``overlay.png`` for one image.
+def write_image_outputs(result: ImageResult, gray: np.ndarray, outdir: str | os.PathLike, *,
+                        write_labels: bool = True) -> dict[str, str]:
+    """Write ``labels.tif`` (unless ``write_labels`` is False), ``particles.csv`` and ``overlay.png`` for one image.
 
     Returns the written paths by name.
     """
@@ -88,9 +89,10 @@ def write_image_outputs(result: ImageResult, gray: np.ndarray, outdir: str | os.
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    n = int(result.labels.max()) if result.labels.size else 0
-    lab = result.labels.astype(np.uint16 if n < 65535 else np.uint32)
-    tifffile.imwrite(out / "labels.tif", lab, compression="zlib")
+    if write_labels:
+        n = int(result.labels.max()) if result.labels.size else 0
+        lab = result.labels.astype(np.uint16 if n < 65535 else np.uint32)
+        tifffile.imwrite(out / "labels.tif", lab, compression="zlib")
     write_particles_csv(out / "particles.csv", result.particles, result.columns)
     _save_png(out / "overlay.png", overlay_rgb(gray, result.labels, result.particles))
     return {"labels": str(out / "labels.tif"), "particles": str(out / "particles.csv"),

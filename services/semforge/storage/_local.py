@@ -43,6 +43,9 @@ class LocalStore(ObjectStore):
         dest = self._path(key)
         self._check()
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if Path(path).parent == self.root / ".tmp":
+            os.replace(path, dest)  # the spool file is already on this volume: rename, no copy
+            return
         tmp = self.root / ".tmp" / (dest.name + f".{os.getpid()}.{id(path)}")
         shutil.copyfile(path, tmp)
         os.replace(tmp, dest)
