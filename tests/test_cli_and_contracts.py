@@ -1,7 +1,6 @@
 """The command line (exit codes, one-line errors) and the proto contracts (buf lint)."""
 
 import csv
-import os
 import shutil
 import subprocess
 import sys

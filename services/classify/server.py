@@ -10,9 +10,9 @@ import grpc
 
 from semforge.analysis import CONFIDENCE_LIMIT, classify_shape, shape_dimensions
 from semforge.classify.v1 import classify_pb2, classify_pb2_grpc
-from semforge.rpc import ServiceConfig, build_server, configure_logging, map_exceptions, serve_forever
+from semforge.rpc import map_exceptions, run_service
 from semforge.rpc._convert import get_json, modality_name, put_json, ref_pb
-from semforge.storage import ObjectStore, open_store
+from semforge.storage import ObjectStore
 
 
 class ClassifyServicer(classify_pb2_grpc.ClassifyServiceServicer):
@@ -48,11 +48,7 @@ def register(store: ObjectStore):
 
 
 def main() -> None:
-    configure_logging()
-    cfg = ServiceConfig.from_env()
-    store = open_store(cfg.store)
-    srv = build_server("classify", register(store), cfg, ready_check=lambda: store.ping() is None)
-    serve_forever([srv], cfg.grace_s)
+    run_service("classify", register)
 
 
 if __name__ == "__main__":

@@ -410,7 +410,7 @@ class Orchestrator:
         from semforge.analysis import MeasureOptions
 
         o = job.options
-        results, grays = [], {}
+        results = []
         with tempfile.TemporaryDirectory(prefix="semforge-report-") as tmp:
             out = Path(tmp)
             for ref, name in zip(job.inputs, job.input_names):

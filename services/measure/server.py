@@ -7,9 +7,9 @@ import numpy as np
 
 from semforge.analysis import measure_mask
 from semforge.measure.v1 import measure_pb2, measure_pb2_grpc
-from semforge.rpc import ServiceConfig, build_server, configure_logging, map_exceptions, serve_forever
+from semforge.rpc import map_exceptions, run_service
 from semforge.rpc._convert import calibration_from_pb, get_array, measure_options, put_json, put_tiff, ref_pb
-from semforge.storage import ObjectStore, open_store
+from semforge.storage import ObjectStore
 
 
 class MeasureServicer(measure_pb2_grpc.MeasureServiceServicer):
@@ -46,11 +46,7 @@ def register(store: ObjectStore):
 
 
 def main() -> None:
-    configure_logging()
-    cfg = ServiceConfig.from_env()
-    store = open_store(cfg.store)
-    srv = build_server("measure", register(store), cfg, ready_check=lambda: store.ping() is None)
-    serve_forever([srv], cfg.grace_s)
+    run_service("measure", register)
 
 
 if __name__ == "__main__":

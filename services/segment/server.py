@@ -9,10 +9,10 @@ import numpy as np
 
 from semforge.analysis import load_image, to_gray_float
 from semforge.inference import create_segmenter
-from semforge.rpc import ServiceConfig, build_server, configure_logging, env_str, map_exceptions, serve_forever
+from semforge.rpc import env_str, map_exceptions, run_service
 from semforge.rpc._convert import modality_name, put_png, ref_pb
 from semforge.segment.v1 import segment_pb2, segment_pb2_grpc
-from semforge.storage import ObjectStore, open_store
+from semforge.storage import ObjectStore
 
 
 class SegmentServicer(segment_pb2_grpc.SegmentServiceServicer):
@@ -54,12 +54,7 @@ def register(store: ObjectStore, model: str = "classical"):
 
 
 def main() -> None:
-    configure_logging()
-    cfg = ServiceConfig.from_env()
-    store = open_store(cfg.store)
-    srv = build_server("segment", register(store, env_str("SEGMENT_MODEL", "classical")), cfg,
-                       ready_check=lambda: store.ping() is None)
-    serve_forever([srv], cfg.grace_s)
+    run_service("segment", lambda store: register(store, env_str("SEGMENT_MODEL", "classical")))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,6 @@ def _analysis_pb(args):
 
 
 def _analyze_remote(server: str, images: list[str], args) -> int:
-    import grpc
 
     from .client import GatewayClient, ProgressBar
     from .common.v1 import common_pb2

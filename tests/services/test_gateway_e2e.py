@@ -101,7 +101,7 @@ def test_upload_analyze_download(emb, stub, sample_tiff, tmp_path):
 
 
 def test_second_replica_sees_and_watches_jobs(emb, sample_tiff):
-    from semforge.rpc import ServiceConfig, build_server
+    from semforge.rpc import build_server
     from semforge_gateway.server import GatewayConfig, register
 
     path, _ = sample_tiff

@@ -1,6 +1,5 @@
 """The object store goes away mid-job (real S3 server stopped and restarted): UNAVAILABLE, then the job resumes."""
 
-import threading
 import time
 
 import grpc

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ._config import ServiceConfig
 
-__all__ = ["RunningServer", "build_server", "serve_forever", "configure_logging"]
+__all__ = ["RunningServer", "build_server", "serve_forever", "configure_logging", "run_service"]
 
 log = logging.getLogger("semforge.rpc")
 
@@ -233,3 +233,17 @@ def serve_forever(servers: list[RunningServer], grace: float = 5.0) -> None:
         s.server.stop(grace)
     for s in servers:
         s.server.wait_for_termination(grace + 1)
+
+
+def run_service(name: str, register_with_store: Callable) -> None:
+    """Standalone entry point of a store-backed service: env config, JSON logs, serve until SIGTERM.
+
+    Health is NOT_SERVING whenever the object store does not answer.
+    """
+    from ..storage import open_store
+
+    configure_logging()
+    cfg = ServiceConfig.from_env()
+    store = open_store(cfg.store)
+    srv = build_server(name, register_with_store(store), cfg, ready_check=lambda: store.ping() is None)
+    serve_forever([srv], cfg.grace_s)
