@@ -4,10 +4,20 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Blender (bpy) needs numpy<2, the rest numpy 2: Blender gets a Python of its own.
+# System libraries bpy loads (present on the dev/CI image; Debian names):
+#   libx11-6 libxrender1 libxi6 libxkbcommon0 libsm6 libxext6 libxfixes3 libgl1 libglx0 libglvnd0
+BVENV := .venv-blender
+BSTAMP := $(BVENV)/.installed
 
-.PHONY: setup protos run serve test test-slow test-all lint-protos bench realdata clean
+.PHONY: setup protos run serve test test-slow test-all lint-protos bench gallery realdata clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(BSTAMP)
+
+$(BSTAMP):
+	test -d $(BVENV) || $(PY) -m venv $(BVENV)
+	$(BVENV)/bin/pip install -q "bpy==5.0.1" "numpy>=1.26,<2" "OpenEXR==3.5.3"
+	touch $(BSTAMP)
 
 $(STAMP): pyproject.toml setup.py $(wildcard protos/semforge/*/v1/*.proto)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -44,8 +54,12 @@ lint-protos: setup
 bench: setup
 	$(BIN)/python tests/bench/run_benchmarks.py --write docs/benchmarks.md
 
+gallery: setup
+	$(BIN)/python tests/bench/render_gallery.py --write docs/images/render_gallery.png
+
 realdata: setup
 	$(BIN)/python tests/bench/realdata_check.py --write docs/realdata.md
 
 clean:
+	rm -rf $(BVENV)
 	rm -rf out build *.egg-info

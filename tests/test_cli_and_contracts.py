@@ -56,7 +56,10 @@ def test_uncalibrated_report_says_so(tmp_path):
     (["analyze", "IMG", "--out", "x", "--modality", "xray"], 2, "invalid choice"),
     (["analyze", "BAD", "--out", "x"], 2, "not a recognised image"),
     (["analyze", "IMG", "--out", "x", "--server", "127.0.0.1:1", "--wait", "1"], 3, "not serving"),
-    (["render", "--out", "x"], 2, "not available"),
+    (["render", "--out", "x", "--shapes", "sphere,blob"], 2, "unknown shape 'blob'"),
+    (["render", "--out", "x", "--particles", "0"], 2, "particles must be"),
+    (["render", "--out", "x", "--spec", "/nonexistent.json"], 2, "cannot read scene spec"),
+    (["translate", "x.tif", "--out", "x"], 2, "not available"),
 ])
 def test_errors_are_one_line_with_exit_codes(args, code, text, sample_tiff, tmp_path):
     bad = tmp_path / "bad.tif"
@@ -66,6 +69,20 @@ def test_errors_are_one_line_with_exit_codes(args, code, text, sample_tiff, tmp_
     assert r.returncode == code, (r.returncode, r.stderr)
     assert text in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_render_command_writes_a_dataset_and_resumes(tmp_path):
+    import json
+
+    args = ("render", "--out", str(tmp_path / "r"), "--scenes", "2", "--particles", "15", "--size", "64",
+            "--shapes", "sphere,disc", "--frames", "30", "--seed", "9")
+    r = semforge(*args)
+    assert r.returncode == 0, r.stderr
+    assert "2/2 scene_" in r.stderr and "dataset:" in r.stdout
+    scene = json.loads((tmp_path / "r" / "datasets" / "render" / "scene_00001" / "scene.json").read_text())
+    assert len(scene["particles"]) == 15 and {p["shape"] for p in scene["particles"]} <= {"sphere", "disc"}
+    r = semforge(*args)
+    assert r.returncode == 0 and "resuming: 2/2" in r.stderr and "0 rendered now" in r.stdout
 
 
 def test_measure_command(tmp_path):

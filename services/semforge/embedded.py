@@ -60,7 +60,10 @@ def start_embedded(*, store: str | ObjectStore | None = None, gateway_port: int 
         emb.servers["segment"] = build_server("segment", segment_reg(st), base, ready_check=lambda: st.ping() is None)
         emb.servers["measure"] = build_server("measure", measure_reg(st), base, ready_check=lambda: st.ping() is None)
         emb.servers["classify"] = build_server("classify", classify_reg(st), base, ready_check=lambda: st.ping() is None)
-        emb.servers["render"] = build_server("render", render_reg(), base)
+        from semforge_render.server import ready as render_ready
+
+        emb.servers["render"] = build_server("render", render_reg(st), base,
+                                             ready_check=lambda: st.ping() is None and render_ready())
         emb.servers["translate"] = build_server("translate", translate_reg(), base)
         gcfg = GatewayConfig(port=gateway_port, host="127.0.0.1", metrics_port=metrics_port,
                              segment_addr=emb.servers["segment"].address,

@@ -235,15 +235,16 @@ def serve_forever(servers: list[RunningServer], grace: float = 5.0) -> None:
         s.server.wait_for_termination(grace + 1)
 
 
-def run_service(name: str, register_with_store: Callable) -> None:
+def run_service(name: str, register_with_store: Callable, *, ready_check: Callable[[], bool] | None = None) -> None:
     """Standalone entry point of a store-backed service: env config, JSON logs, serve until SIGTERM.
 
-    Health is NOT_SERVING whenever the object store does not answer.
+    Health is NOT_SERVING whenever the object store does not answer, or ``ready_check`` says no.
     """
     from ..storage import open_store
 
     configure_logging()
     cfg = ServiceConfig.from_env()
     store = open_store(cfg.store)
-    srv = build_server(name, register_with_store(store), cfg, ready_check=lambda: store.ping() is None)
+    extra = ready_check or (lambda: True)
+    srv = build_server(name, register_with_store(store), cfg, ready_check=lambda: store.ping() is None and extra())
     serve_forever([srv], cfg.grace_s)
