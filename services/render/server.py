@@ -38,7 +38,7 @@ def spec_from_pb(pb) -> SceneSpec:
         comps = [ShapeComponent(s, 1.0, size_nm, sd_nm) for s in (pb.shapes or ["sphere"])]
     spec = SceneSpec(particles=pb.particles or d.particles, size_px=pb.size_px or d.size_px,
                      pixel_size_nm=pb.pixel_size_nm or d.pixel_size_nm, seed=pb.seed, components=comps,
-                     frames=pb.frames or d.frames, borders=not pb.no_borders)
+                     frames=pb.frames or d.frames, borders=not pb.no_borders, cluster=pb.cluster)
     spec.validate()
     return spec
 

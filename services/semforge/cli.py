@@ -82,7 +82,7 @@ def cmd_analyze(args) -> int:
 
     t0 = time.perf_counter()
     written = analyze_paths(args.images, args.out, options=_options(args), pixel_size_nm=args.pixel_size_nm,
-                            databar=args.databar, progress=None if args.quiet else _text_progress,
+                            databar=args.databar, segmenter=args.segmenter, progress=None if args.quiet else _text_progress,
                             title=f"semforge report: {args.sample}")
     print(f"report: {written['html']} ({len(args.images)} image(s), {time.perf_counter() - t0:.1f} s)")
     return 0
@@ -249,7 +249,7 @@ def _scene_spec(args):
     spec = SceneSpec.simple(args.shapes.split(","), size_nm=args.size_nm, sd_nm=args.sd_nm,
                             particles=given(args.particles, 300), size_px=given(args.size, 512),
                             seed=given(args.seed, 0), pixel_size_nm=given(args.pixel_size_nm, 2.0),
-                            frames=given(args.frames, 90))
+                            frames=given(args.frames, 90), cluster=args.cluster)
     if args.lognormal:
         for c in spec.components:
             c.distribution = "lognormal"
@@ -291,6 +291,116 @@ def cmd_render(args) -> int:
     return 0
 
 
+def _csv_ints(v: str) -> list[int]:
+    try:
+        return [int(x) for x in v.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {v!r}") from None
+
+
+def cmd_train(args) -> int:
+    if args.what != "segmenter":
+        raise CliError(f"'semforge train {args.what}' is not available in this build yet; "
+                       "only 'semforge train segmenter' is", 2)
+    import json
+
+    from .segmentation.model import ModelConfig
+    from .segmentation.train import TrainConfig, train_segmenter
+
+    data = list(args.data or [])
+    if args.data_store:
+        from .segmentation.data import fetch_dataset
+        from .storage import open_store
+
+        store = open_store(args.data_store)
+        data = [str(fetch_dataset(store, d, Path(args.cache_dir) / "datasets-from-store")) for d in data]
+    if args.recipe:
+        from .scenes import RenderUnavailable, render_batch
+        from .segmentation.recipes import recipe_datasets
+        from .storage import LocalStore
+
+        into = Path(args.render_into)
+        store = LocalStore(into)
+        for name, spec, n in recipe_datasets(args.recipe):
+            if not args.quiet:
+                sys.stderr.write(f"rendering {name}: {n} scene(s) into {into / 'datasets' / name}\n")
+            try:
+                render_batch(spec, n, store, name, workers=args.workers)
+            except RenderUnavailable as exc:
+                raise CliError(str(exc)) from None
+            data.append(str(into / "datasets" / name))
+    if not data:
+        raise CliError("give training data with --data DIR (rendered datasets or images/ + masks/) or --recipe")
+    for d in data:
+        if not Path(d).exists():
+            raise CliError(f"no such training data directory: {d}")
+    if args.val and not Path(args.val).is_dir():
+        raise CliError(f"no such validation directory: {args.val}")
+    cfg = TrainConfig(data=data, image_file=args.image, modality=args.modality, val=args.val,
+                      val_names=args.val_names.split(",") if args.val_names else None,
+                      exclude_names=args.exclude_names.split(",") if args.exclude_names else None,
+                      model=ModelConfig(args.encoder, len(args.decoder), args.decoder, 2 if args.border else 1),
+                      patch=args.patch, batch=args.batch, steps=args.steps, eval_every=args.eval_every, lr=args.lr,
+                      gamma=args.gamma if args.gamma is not None else (2.0 if args.modality in ("stem", "tem") else 0.0),
+                      seed=args.seed, limit=args.limit, cache_dir=args.cache_dir, time_budget_s=args.time_budget_s)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    from .inference import MODELS_REPO
+    from .inference.triton_repo import install_version, write_model_config
+
+    repo = Path(args.repo or MODELS_REPO)
+    model_root = repo / args.name
+    versions = [int(p.name) for p in model_root.glob("*") if p.is_dir() and p.name.isdigit()]
+    version = args.version or (max(versions, default=0) + 1)
+    out = model_root / str(version)
+
+    def progress(ev: dict) -> None:
+        if args.quiet:
+            return
+        val = (f", val F1 {ev['f1']:.3f} IoU {ev['iou']:.3f}" if "f1" in ev else "")
+        sys.stderr.write(f"  step {ev['step']}/{cfg.steps}: loss {ev['loss']:.4f}{val} "
+                         f"(best at step {ev['best_step']}, {ev['elapsed_s']:.0f} s)\n")
+        sys.stderr.flush()
+
+    record = train_segmenter(cfg, out, progress=progress)
+    write_model_config(model_root, args.name, classes=cfg.model.classes)
+    install_version(model_root)
+    best = record["best"]
+    print(f"model: {out} ({record['onnx_bytes'] / 1e6:.1f} MB, best at step {best['step']}"
+          + (f", validation F1 {best['f1']:.3f}, IoU {best['iou']:.3f}" if "f1" in best else "") + ")")
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=1))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+
+    from .inference import create_segmenter
+    from .segmentation.evaluate import evaluate_segmenter, format_markdown
+
+    for d in (args.images, args.masks):
+        if not Path(d).is_dir():
+            raise CliError(f"no such directory: {d}")
+    results = []
+    for name in args.segmenter.split(","):
+        kw = {"url": args.triton_url} if name == "unetpp-triton" and args.triton_url else {}
+        seg = create_segmenter(name, **kw)
+        for sep in args.separate.split(","):
+            r = evaluate_segmenter(seg, args.images, args.masks, modality=args.modality, separate=sep,
+                                   names=args.names.split(",") if args.names else None,
+                                   progress=None if args.quiet else
+                                   (lambda i, n, im: sys.stderr.write(f"  {i}/{n} {im}\n")))
+            r["segmenter"] = name
+            results.append(r)
+    print(format_markdown(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
 def cmd_unavailable(args) -> int:
     raise CliError(f"'semforge {args.command}' is not available in this build yet "
                    f"({args.why}); see the project's issues", 2)
@@ -304,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("images", nargs="+", metavar="IMAGE")
     a.add_argument("--out", required=True, help="output directory")
     _add_analysis_opts(a)
+    a.add_argument("--segmenter", default=None, help="in process: unetpp (shipped UNet++, default), classical "
+                   "(Otsu) or unetpp-triton (TRITON_URL)")
     a.add_argument("--server", help="gateway address HOST:PORT (default: analyse in process)")
     a.add_argument("--sample", default="sample", help="sample name for the report title")
     a.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the server to be ready")
@@ -360,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--size-nm", type=_positive, default=40.0, help="mean particle size in nm (default 40)")
     rd.add_argument("--sd-nm", type=float, default=4.0, help="size standard deviation in nm (default 4)")
     rd.add_argument("--lognormal", action="store_true", help="log-normal instead of normal sizes")
+    rd.add_argument("--cluster", type=float, default=0.0,
+                    help="share 0..1 of particles dropped beside an earlier one: agglomerates (default 0)")
     rd.add_argument("--pixel-size-nm", type=_positive, default=None, help="pixel size in nm (default 2)")
     rd.add_argument("--frames", type=int, default=None, help="rigid-body frames to simulate (default 90)")
     rd.add_argument("--spec", help="scene spec JSON (mixtures with per-shape size distributions); "
@@ -368,6 +482,52 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--quiet", action="store_true")
     rd.set_defaults(func=cmd_render)
 
+    t = sub.add_parser("train", help="train a model (segmenter) into the Triton model repository")
+    t.add_argument("what", choices=["segmenter", "translator", "classifier"])
+    t.add_argument("--data", nargs="+", help="rendered dataset roots (scene_*/) or folders with images/ + masks/")
+    t.add_argument("--data-store", help="object store (directory or s3://bucket) holding the --data prefixes "
+                   "(e.g. --data datasets/se-tio2-n80); they are fetched into --cache-dir")
+    t.add_argument("--recipe", choices=["se", "transmission", "tiny"],
+                   help="render the recipe's scenes first (resumable) and train on them")
+    t.add_argument("--render-into", default="out/training-data", help="where --recipe renders (default out/training-data)")
+    t.add_argument("--workers", type=int, default=None, help="Blender workers for --recipe (default: one per core)")
+    t.add_argument("--image", default="se.png", help="rendered image to learn from: se.png or transmission.png")
+    t.add_argument("--modality", choices=["se", "him", "stem", "tem"], default="se")
+    t.add_argument("--val", help="folder with images/ + masks/ for validation and model selection")
+    t.add_argument("--val-names", help="comma-separated image stems of --val to use (default all)")
+    t.add_argument("--exclude-names", help="comma-separated image stems never to train on (annotated-pair data)")
+    t.add_argument("--name", default="semforge_unetpp_se", help="model name in the repository")
+    t.add_argument("--version", type=int, default=None, help="version folder (default: next)")
+    t.add_argument("--repo", help="model repository (default models_repo/)")
+    t.add_argument("--encoder", default="mobilenet_v2")
+    t.add_argument("--decoder", type=_csv_ints, default=[32, 16, 8, 8], help="decoder channels, one per encoder stage")
+    t.add_argument("--no-border", dest="border", action="store_false", help="particle channel only")
+    t.add_argument("--patch", type=int, default=256)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--steps", type=int, default=600)
+    t.add_argument("--eval-every", type=int, default=100)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--gamma", type=float, default=None, help="intensity term of the weight map (default 0 SE, 2 STEM/TEM)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit", type=int, default=None, help="at most this many training images")
+    t.add_argument("--cache-dir", default="out/cache/weights", help="weight-map cache")
+    t.add_argument("--time-budget-s", type=float, default=None, help="stop at the first evaluation after this")
+    t.add_argument("--json", help="also write the training record here")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="segmenter + separation against annotated images")
+    e.add_argument("--images", required=True)
+    e.add_argument("--masks", required=True)
+    e.add_argument("--segmenter", default="unetpp", help="comma-separated: unetpp, classical, unetpp-triton")
+    e.add_argument("--triton-url", help="Triton gRPC address for unetpp-triton (default $TRITON_URL)")
+    e.add_argument("--modality", choices=["se", "him", "stem", "tem"], default="se")
+    e.add_argument("--separate", default="uecs", help="comma-separated separations: uecs, watershed, none")
+    e.add_argument("--names", help="comma-separated image stems (default all)")
+    e.add_argument("--json", help="write the full figures (per image too) here")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
     for name, why in _NOT_YET.items():
         x = sub.add_parser(name, help=f"(not available yet: {why})")
         x.add_argument("rest", nargs=argparse.REMAINDER)
@@ -375,9 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_NOT_YET = {"translate": "no CycleGAN generator has been trained yet",
-            "train": "training jobs are not implemented yet",
-            "evaluate": "model evaluation is not implemented yet"}
+_NOT_YET = {"translate": "no CycleGAN generator has been trained yet"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,7 +81,7 @@ def se_image(height_nm: np.ndarray, ids: np.ndarray, pixel_nm: float, rng: np.ra
     boundaries[:, :-1] |= ids[:, :-1] != ids[:, 1:]
     boundaries[:, 1:] |= ids[:, :-1] != ids[:, 1:]
     dist = ndi.distance_transform_edt(~boundaries) * pixel_nm
-    escape_nm = rng.uniform(2.0, 6.0)
+    escape_nm = rng.uniform(2.0, 8.0)
     edge = np.exp(-dist / escape_nm) * fg
     # side detector: slopes facing it are brighter, the substrate behind particles is shadowed
     az = rng.uniform(0, 2 * np.pi)
@@ -93,11 +93,16 @@ def se_image(height_nm: np.ndarray, ids: np.ndarray, pixel_nm: float, rng: np.ra
     particle = rng.uniform(0.38, 0.55)
     dirt = diamond_square(max(height_nm.shape), rng)[: height_nm.shape[0], : height_nm.shape[1]]
     img = np.where(fg, particle * yield_tilt, substrate)
-    img = img + rng.uniform(0.15, 0.35) * edge + rng.uniform(0.05, 0.15) * facing * fg
+    img = img + rng.uniform(0.05, 0.35) * edge + rng.uniform(0.05, 0.15) * facing * fg
     img = img - rng.uniform(0.03, 0.09) * shadow
     img = img + rng.uniform(0.03, 0.1) * (dirt - 0.5)
+    # film texture: thin wavy ridges (iso-lines of a smooth random field), bright like real contamination
+    field = ndi.gaussian_filter(diamond_square(max(height_nm.shape), rng, 0.6), rng.uniform(1.0, 3.0))
+    field = field[: height_nm.shape[0], : height_nm.shape[1]]
+    ridges = sum(np.exp(-((field - lvl) / 0.006) ** 2) for lvl in rng.uniform(0.2, 0.8, 3))
+    img = img + rng.uniform(0.0, 0.08) * np.clip(ridges, 0, 1) * ~fg
     img = img * rng.uniform(0.85, 1.15)
-    img = _degrade(img, rng, noise=(0.02, 0.07))
+    img = _degrade(img, rng, noise=(0.01, 0.06))
     return np.clip(img, 0, 1)
 
 

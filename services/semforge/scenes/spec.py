@@ -53,6 +53,7 @@ class SceneSpec:
     holder_margin: float = 0.15  # holder extends this fraction of the field beyond each image edge
     frames: int = 90  # rigid-body frames simulated (24 fps)
     borders: bool = True  # Freestyle border pass
+    cluster: float = 0.0  # share of particles started next to an earlier one (agglomerates)
 
     def validate(self) -> None:
         if not 1 <= self.particles <= 5000:
@@ -65,6 +66,8 @@ class SceneSpec:
             raise ValueError("a scene needs at least one shape component")
         if not 10 <= self.frames <= 2000:
             raise ValueError(f"frames must be 10..2000, got {self.frames}")
+        if not 0 <= self.cluster <= 1:
+            raise ValueError(f"cluster must be 0..1, got {self.cluster}")
         if not 0 <= self.holder_margin <= 1:
             raise ValueError("holder_margin must be 0..1")
         for c in self.components:
@@ -139,7 +142,9 @@ def sample_particles(spec: SceneSpec) -> list[Particle]:
     Particles are placed one by one (largest first) at the lowest of a few random
     spots on the holder where their bounding sphere clears every sphere already
     placed, with a small gap; so nothing overlaps at the start and the stack stays
-    a few layers high, which keeps the fall (and the simulation) short.
+    a few layers high, which keeps the fall (and the simulation) short.  With
+    ``cluster`` > 0 that share of particles looks for its spot right beside an
+    earlier particle, so they settle into touching agglomerates.
     """
     spec.validate()
     rng = np.random.default_rng(spec.seed)
@@ -159,6 +164,11 @@ def sample_particles(spec: SceneSpec) -> list[Particle]:
     for n, i in enumerate(order):
         r = radii[i] * 1.04
         xy = rng.uniform(-half + r, half - r, size=(12, 2)) if half > r else np.zeros((12, 2))
+        if placed and rng.random() < spec.cluster:  # start beside an earlier particle: agglomerates
+            k = placed[int(rng.integers(len(placed)))]
+            ang = rng.uniform(0, 2 * np.pi, 12)
+            dist = (radii[k] + radii[i]) * rng.uniform(0.75, 1.0, 12)
+            xy = np.clip(centres[k, :2] + dist[:, None] * np.c_[np.cos(ang), np.sin(ang)], -half + r, half - r)
         z = np.full(len(xy), r)
         if placed:
             pc, pr = centres[placed], radii[placed] * 1.04
