@@ -9,10 +9,18 @@ STAMP := $(VENV)/.installed
 #   libx11-6 libxrender1 libxi6 libxkbcommon0 libsm6 libxext6 libxfixes3 libgl1 libglx0 libglvnd0
 BVENV := .venv-blender
 BSTAMP := $(BVENV)/.installed
+# Triton's Python backend needs numpy<2 in the model's environment (EXECUTION_ENV_PATH).
+TVENV := .venv-triton
+TSTAMP := $(TVENV)/.installed
 
-.PHONY: setup protos run serve test test-slow test-all lint-protos bench gallery realdata clean
+.PHONY: setup protos run serve test test-slow test-all lint-protos bench gallery segcheck realdata clean
 
-setup: $(STAMP) $(BSTAMP)
+setup: $(STAMP) $(BSTAMP) $(TSTAMP)
+
+$(TSTAMP):
+	test -d $(TVENV) || $(PY) -m venv $(TVENV)
+	$(TVENV)/bin/pip install -q "numpy>=1.26,<2" "onnxruntime==1.32.0"
+	touch $(TSTAMP)
 
 $(BSTAMP):
 	test -d $(BVENV) || $(PY) -m venv $(BVENV)
@@ -24,7 +32,9 @@ $(STAMP): pyproject.toml setup.py $(wildcard protos/semforge/*/v1/*.proto)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q "grpcio-tools==1.81.1" "protobuf>=6.33,<7"
 	$(BIN)/python services/semforge/rpc/codegen.py
-	$(BIN)/pip install -q --no-build-isolation -e ".[dev]"
+	$(BIN)/pip install -q --no-build-isolation -e ".[dev,train]"
+	# a real tritonserver (CPU, Python backend) for the Triton tests; the wheel's own deps are not needed
+	$(BIN)/pip install -q --no-deps "nvidia-pytriton==0.7.0"
 	touch $(STAMP)
 
 protos: setup
@@ -57,9 +67,12 @@ bench: setup
 gallery: setup
 	$(BIN)/python tests/bench/render_gallery.py --write docs/images/render_gallery.png
 
+segcheck: setup
+	$(BIN)/python tests/bench/segmentation_check.py --write docs/segmentation.md
+
 realdata: setup
 	$(BIN)/python tests/bench/realdata_check.py --write docs/realdata.md
 
 clean:
-	rm -rf $(BVENV)
+	rm -rf $(BVENV) $(TVENV)
 	rm -rf out build *.egg-info

@@ -8,18 +8,25 @@ import grpc
 import numpy as np
 
 from semforge.analysis import load_image, to_gray_float
-from semforge.inference import create_segmenter
+from semforge.inference import DEFAULT_SEGMENTER, create_segmenter
 from semforge.rpc import env_str, map_exceptions, run_service
 from semforge.rpc._convert import modality_name, put_png, ref_pb
 from semforge.segment.v1 import segment_pb2, segment_pb2_grpc
 from semforge.storage import ObjectStore
 
 
+DEFAULT_MODEL = DEFAULT_SEGMENTER
+
+
 class SegmentServicer(segment_pb2_grpc.SegmentServiceServicer):
-    def __init__(self, store: ObjectStore, default_model: str = "classical"):
+    def __init__(self, store: ObjectStore, default_model: str = DEFAULT_MODEL):
         self.store = store
         self.default_model = default_model
         self._models = {default_model: create_segmenter(default_model)}
+
+    def ready(self) -> bool:
+        model = self._models[self.default_model]
+        return bool(model.ready()) if hasattr(model, "ready") else True
 
     def _model(self, name: str):
         name = name or self.default_model
@@ -46,15 +53,25 @@ class SegmentServicer(segment_pb2_grpc.SegmentServiceServicer):
                                            seconds=time.perf_counter() - t0)
 
 
-def register(store: ObjectStore, model: str = "classical"):
+def register(store: ObjectStore, model: str = DEFAULT_MODEL):
+    servicer = SegmentServicer(store, model)
+
     def add(server: grpc.Server):
-        segment_pb2_grpc.add_SegmentServiceServicer_to_server(SegmentServicer(store, model), server)
+        segment_pb2_grpc.add_SegmentServiceServicer_to_server(servicer, server)
         return [segment_pb2.DESCRIPTOR.services_by_name["SegmentService"].full_name]
+    add.ready = servicer.ready  # type: ignore[attr-defined]
     return add
 
 
 def main() -> None:
-    run_service("segment", lambda store: register(store, env_str("SEGMENT_MODEL", "classical")))
+    holder = {}
+
+    def reg(store):
+        holder["add"] = register(store, env_str("SEGMENT_MODEL", DEFAULT_MODEL))
+        return holder["add"]
+
+    # NOT_SERVING until the model answers (with Triton: until the server has loaded the models)
+    run_service("segment", reg, ready_check=lambda: holder["add"].ready())
 
 
 if __name__ == "__main__":

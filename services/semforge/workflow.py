@@ -16,7 +16,7 @@ import numpy as np
 
 from .analysis import (Calibration, ImageResult, LoadedImage, MeasureOptions, detect_databar, load_image,
                        measure_mask, resolve_calibration, to_gray_float, write_image_outputs, write_sample_report)
-from .inference import Segmenter, create_segmenter
+from .inference import DEFAULT_SEGMENTER, Segmenter, create_segmenter
 
 __all__ = ["PreparedImage", "prepare_image", "analyze_image", "analyze_paths", "image_stem"]
 
@@ -65,11 +65,11 @@ def analyze_image(prep: PreparedImage, *, segmenter: Segmenter, options: Measure
 
 
 def analyze_paths(paths: list[str], outdir: str | os.PathLike, *, options: MeasureOptions = MeasureOptions(),
-                  pixel_size_nm: float | None = None, databar: str | int = "auto", segmenter: str = "classical",
+                  pixel_size_nm: float | None = None, databar: str | int = "auto", segmenter: str | None = None,
                   progress: ProgressFn | None = None, title: str = "semforge report") -> dict[str, str]:
     """Analyse images of one sample in process and write all outputs under ``outdir``."""
     options.validate()
-    seg = create_segmenter(segmenter)
+    seg = create_segmenter(segmenter or DEFAULT_SEGMENTER)
     out = Path(outdir)
     results, names = [], set()
     for i, path in enumerate(paths):

@@ -35,8 +35,13 @@ def small(**kw):
 
 def test_render_scene_into_s3_and_repeat_is_free(render):
     stub, store, ch = render
-    health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
-    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    import time
+
+    deadline = time.monotonic() + 15  # the readiness probe runs in the background
+    while health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status != \
+            health_pb2.HealthCheckResponse.SERVING:
+        assert time.monotonic() < deadline, "render never became SERVING"
+        time.sleep(0.1)
     r = stub.RenderScene(R.RenderSceneRequest(spec=small()), timeout=120)
     assert set(r.outputs) >= {"height.tif", "instances.tif", "mask.png", "borders.png", "scene.json", "se.png"}
     info = json.loads(store.get_bytes(r.outputs["scene.json"].key))

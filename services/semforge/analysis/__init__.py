@@ -4,7 +4,7 @@ No gRPC in here: services and the command line are thin adapters over this packa
 """
 
 from ._databar import detect_databar
-from ._evaluate import instance_iou, match_instances
+from ._evaluate import average_precision, instance_iou, match_instances, pixel_metrics, rand_error
 from ._geometry import convex_hull, convexity, feret_diameters, outline, polygon_area, polygon_length
 from ._io import Calibration, ImageDecodeError, LoadedImage, load_image, resolve_calibration, to_gray_float
 from ._morphometry import SIZE_COLUMNS, measure_instance, particle_columns, shape_dimensions
@@ -16,7 +16,7 @@ from ._shape import CONFIDENCE_LIMIT, classify_shape
 __all__ = [
     "CONFIDENCE_LIMIT", "Calibration", "ImageDecodeError", "ImageResult", "Instance", "LoadedImage",
     "MODALITIES", "MeasureOptions", "SEPARATION_MODES", "SIZE_COLUMNS", "SUMMARY_MEASURES", "Separation",
-    "instance_iou", "match_instances",
+    "average_precision", "instance_iou", "match_instances", "pixel_metrics", "rand_error",
     "classify_shape", "clean_mask", "convex_hull", "convexity", "detect_databar", "feret_diameters",
     "load_image", "measure_instance", "measure_mask", "outline", "particle_columns", "polygon_area",
     "overlay_rgb", "polygon_length", "resolve_calibration", "write_image_outputs", "write_particles_csv",

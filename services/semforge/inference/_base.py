@@ -7,6 +7,9 @@ import numpy as np
 
 _REGISTRY: dict[str, Callable[..., "Segmenter"]] = {}
 
+# The segmenter the analysis uses unless told otherwise (chosen by the figures in docs/segmentation.md).
+DEFAULT_SEGMENTER = "unetpp"
+
 
 class Segmenter(abc.ABC):
     """Foreground probability from a gray image."""

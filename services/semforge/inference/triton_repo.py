@@ -1,0 +1,166 @@
+"""The Triton model repository (``models_repo/``): writing model folders, starting a local tritonserver.
+
+Layout of one model::
+
+    models_repo/<name>/config.pbtxt        GPU deployment: KIND_GPU instances, dynamic batching
+    models_repo/<name>/configs/cpu.pbtxt   CPU variant (tests, laptops): --model-config-name=cpu
+    models_repo/<name>/<version>/model.onnx, model.py (Python backend), training.json
+
+The Python backend needs numpy < 2 and onnxruntime in the model's environment
+(``EXECUTION_ENV_PATH``); the cluster image ships it as a packed environment, a
+local server points at a virtual environment (``.venv-triton`` from ``make setup``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["write_model_config", "install_version", "tritonserver_paths", "TritonProcess", "local_repository"]
+
+_CONFIG = """name: "{name}"
+backend: "python"
+max_batch_size: {max_batch}
+input [
+  {{ name: "image", data_type: TYPE_FP32, dims: [ 1, -1, -1 ] }}
+]
+output [
+  {{ name: "probabilities", data_type: TYPE_FP32, dims: [ {classes}, -1, -1 ] }}
+]
+dynamic_batching {{ max_queue_delay_microseconds: 2000 }}
+instance_group [ {{ count: {count}, kind: {kind} }} ]
+parameters: {{ key: "EXECUTION_ENV_PATH", value: {{ string_value: "{env}" }} }}
+parameters: {{ key: "THREADS", value: {{ string_value: "{threads}" }} }}
+"""
+
+# Where the packed model environment lives in the cluster image (see charts/ and docs/DESIGN.md).
+CLUSTER_ENV = "$$TRITON_MODEL_DIRECTORY/../_envs/semforge-onnx-gpu.tar.gz"
+
+
+def write_model_config(model_root: str | os.PathLike, name: str, *, classes: int, max_batch: int = 8,
+                       cpu_env: str = "$$TRITON_MODEL_DIRECTORY/../../.venv-triton") -> None:
+    root = Path(model_root)
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    (root / "config.pbtxt").write_text(_CONFIG.format(name=name, max_batch=max_batch, classes=classes, count=1,
+                                                      kind="KIND_GPU", env=CLUSTER_ENV, threads=0))
+    (root / "configs" / "cpu.pbtxt").write_text(_CONFIG.format(name=name, max_batch=max_batch, classes=classes,
+                                                               count=1, kind="KIND_CPU", env=cpu_env, threads=0))
+
+
+def install_version(model_root: str | os.PathLike) -> None:
+    """Copy the Python-backend ``model.py`` into every version folder of a model."""
+    src = Path(__file__).with_name("triton_backend.py")
+    for v in Path(model_root).iterdir():
+        if v.is_dir() and v.name.isdigit():
+            shutil.copyfile(src, v / "model.py")
+
+
+def tritonserver_paths() -> dict:
+    """tritonserver binary, backend pieces and libraries from the nvidia-pytriton wheel."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytriton")  # located, not imported: the wheel is installed --no-deps
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("tritonserver not installed: `make setup` installs nvidia-pytriton (--no-deps)")
+    pkg = Path(list(spec.submodule_search_locations)[0])
+    base = pkg / "tritonserver"
+    site = pkg.parent
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    paths = {"bin": base / "bin" / "tritonserver", "backend": base / "backends" / "python",
+             "stub": base / "python_backend_stubs" / ver / "triton_python_backend_stub",
+             "libs": site / "nvidia_pytriton.libs"}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"tritonserver pieces missing: {', '.join(missing)}")
+    return paths
+
+
+def local_repository(src: str | os.PathLike, dst: str | os.PathLike, env_path: str | os.PathLike,
+                     models: list[str] | None = None) -> Path:
+    """Copy models from ``src`` into ``dst`` with the CPU config pointing at ``env_path`` (a venv)."""
+    src, dst = Path(src), Path(dst)
+    for m in sorted(p for p in src.iterdir() if (p / "config.pbtxt").exists()):
+        if models and m.name not in models:
+            continue
+        shutil.copytree(m, dst / m.name, dirs_exist_ok=True)
+        cpu = dst / m.name / "configs" / "cpu.pbtxt"
+        text = cpu.read_text()
+        start = text.index('key: "EXECUTION_ENV_PATH"')
+        a = text.index('string_value: "', start) + len('string_value: "')
+        b = text.index('"', a)
+        cpu.write_text(text[:a] + str(Path(env_path).resolve()) + text[b:])
+    return dst
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TritonProcess:
+    """A real tritonserver on 127.0.0.1 (CPU, Python backend) serving ``repo`` with the ``cpu`` configs."""
+
+    def __init__(self, repo: str | os.PathLike, workdir: str | os.PathLike, *, config_name: str = "cpu"):
+        self.repo, self.workdir, self.config_name = Path(repo), Path(workdir), config_name
+        self.grpc_port, self.http_port, self.metrics_port = _free_port(), _free_port(), _free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = self.workdir / "tritonserver.log"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, timeout_s: float = 120.0) -> "TritonProcess":
+        p = tritonserver_paths()
+        backends = self.workdir / "backends" / "python"
+        backends.mkdir(parents=True, exist_ok=True)
+        for f in ("libtriton_python.so", "triton_python_backend_utils.py"):
+            shutil.copyfile(p["backend"] / f, backends / f)
+        stub = backends / "triton_python_backend_stub"
+        shutil.copyfile(p["stub"], stub)
+        stub.chmod(0o755)
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join([str(p["libs"]), str(Path(sys.base_prefix) / "lib"),
+                                                  env.get("LD_LIBRARY_PATH", "")])
+        cmd = [str(p["bin"]), f"--model-repository={self.repo}", f"--backend-directory={self.workdir / 'backends'}",
+               f"--model-config-name={self.config_name}", "--http-address=127.0.0.1",
+               f"--http-port={self.http_port}", "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
+               "--allow-metrics=true", f"--metrics-port={self.metrics_port}", "--metrics-address=127.0.0.1",
+               "--log-verbose=0", "--exit-on-error=true", "--strict-readiness=true"]
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "w"), stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout_s
+        import urllib.request
+
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tritonserver exited ({self.proc.returncode}): {self.tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f} s: {self.tail()}")
+
+    def tail(self, n: int = 15) -> str:
+        try:
+            return " | ".join(self.log.read_text().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,0 +1,1 @@
+"""Segmentation models: training data, weight maps, UNet++ training, ONNX export, evaluation."""

@@ -1,0 +1,60 @@
+"""Training-data recipes: which rendered scenes the shipped segmenters learn from.
+
+Each recipe is a list of (dataset name, SceneSpec, scenes) rendered with
+:func:`semforge.scenes.render_batch`; varying the particle count across
+datasets gives sparse fields, monolayers and piles.  Appearance (SE-like or
+transmission-like) is chosen by the ``image`` file the training reads.
+"""
+
+from __future__ import annotations
+
+from ..scenes.spec import SceneSpec, ShapeComponent
+
+__all__ = ["RECIPES", "recipe_datasets"]
+
+
+def _tio2_like() -> list[ShapeComponent]:
+    """Faceted, roughly equiaxed oxide particles around 190 nm ECD (the facility's TiO2 reference material)."""
+    return [ShapeComponent("icosahedron", 2, 200, 55, "lognormal"),
+            ShapeComponent("pentagonal_bipyramid", 2, 210, 55, "lognormal"),
+            ShapeComponent("octahedron", 2, 200, 55, "lognormal"),
+            ShapeComponent("sphere", 1, 180, 50, "lognormal"),
+            ShapeComponent("indented_sphere", 1, 190, 50, "lognormal"),
+            ShapeComponent("short_rod", 1, 140, 35, "lognormal", 1.6),
+            ShapeComponent("cube", 1, 160, 40, "lognormal"),
+            ShapeComponent("tetrahedron", 1, 220, 50, "lognormal")]
+
+
+def _transmission_mix() -> list[ShapeComponent]:
+    """Metal/oxide nanoparticles as seen in STEM/TEM: spheres, rods, plates, polyhedra around 40 nm."""
+    return [ShapeComponent("sphere", 3, 40, 8, "lognormal"),
+            ShapeComponent("short_rod", 1, 20, 4, "normal", 2.5),
+            ShapeComponent("long_rod", 1, 16, 3, "normal", 5.0),
+            ShapeComponent("cube", 1, 35, 5),
+            ShapeComponent("trigonal_plate", 1, 45, 8),
+            ShapeComponent("hexagonal_plate", 1, 45, 8),
+            ShapeComponent("icosahedron", 1, 40, 6),
+            ShapeComponent("octahedron", 1, 40, 6)]
+
+
+def _family(prefix: str, comps, pixel_nm: float, counts: list[int], scenes: int, seed: int, size_px: int = 512,
+            cluster: float = 0.6):
+    return [(f"{prefix}-n{n}", SceneSpec(particles=n, size_px=size_px, pixel_size_nm=pixel_nm, seed=seed + k,
+                                         components=comps(), frames=90, cluster=cluster), scenes)
+            for k, n in enumerate(counts)]
+
+
+RECIPES = {
+    # SE, 7.344 nm/px as on the facility's Zeiss at 50 000x: 26 px particles, 25 to 450 per field
+    "se": _family("se-tio2", _tio2_like, 7.344, [25, 80, 160, 280, 450], 24, 1000),
+    # transmission, 2 nm/px: 20 px particles
+    "transmission": _family("tem-mix", _transmission_mix, 2.0, [30, 120, 250, 400], 18, 2000),
+    # seconds-scale data for tests
+    "tiny": _family("tiny", _tio2_like, 7.344, [20, 60], 2, 3000, size_px=128),
+}
+
+
+def recipe_datasets(name: str):
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    return RECIPES[name]
