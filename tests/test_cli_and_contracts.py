@@ -59,7 +59,9 @@ def test_uncalibrated_report_says_so(tmp_path):
     (["render", "--out", "x", "--shapes", "sphere,blob"], 2, "unknown shape 'blob'"),
     (["render", "--out", "x", "--particles", "0"], 2, "particles must be"),
     (["render", "--out", "x", "--spec", "/nonexistent.json"], 2, "cannot read scene spec"),
-    (["translate", "x.tif", "--out", "x"], 2, "not available"),
+    (["translate", "/nonexistent", "--out", "x", "--model", "/nonexistent"], 2, "train one"),
+    (["train", "classifier"], 2, "not available"),
+    (["train", "translator", "--data", "/nonexistent", "--real", "/nonexistent"], 2, "no such directory"),
 ])
 def test_errors_are_one_line_with_exit_codes(args, code, text, sample_tiff, tmp_path):
     bad = tmp_path / "bad.tif"

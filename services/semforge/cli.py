@@ -298,10 +298,65 @@ def _csv_ints(v: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {v!r}") from None
 
 
+def _train_translator(args) -> int:
+    from .translation.train import TranslatorConfig, train_translator
+
+    if not args.data or not args.real:
+        raise CliError("train translator needs --data (rendered datasets with height_noisy.tif) and --real DIR")
+    for d in list(args.data) + [args.real]:
+        if not Path(d).exists():
+            raise CliError(f"no such directory: {d}")
+    cfg = TranslatorConfig(heightmaps=list(args.data), real=args.real, size=args.patch if args.patch != 256 else 128,
+                           ngf=args.ngf, n_blocks=args.blocks, iterations=args.steps, seed=args.seed,
+                           checkpoint_every=args.eval_every, time_budget_s=args.time_budget_s)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    out = Path(args.out or "out/translators/default")
+
+    def progress(ev: dict) -> None:
+        if not args.quiet:
+            sys.stderr.write(f"  iteration {ev['iteration']}/{cfg.iterations}: G {ev['g']:.3f} (cycle {ev['cycle']:.3f}, "
+                             f"GAN {ev['gan']:.3f}) D {ev['d']:.3f} ({ev['elapsed_s']:.0f} s)\n")
+            sys.stderr.flush()
+
+    rec = train_translator(cfg, out, progress=progress)
+    print(f"translator: {out / 'generator.pt'} ({rec['iterations_done']} iterations"
+          + (f", resumed from {rec['resumed_from']}" if rec["resumed_from"] else "") + ")")
+    return 0
+
+
+def cmd_translate(args) -> int:
+    from .translation.apply import find_scenes, translate_scenes
+    from .translation.content_check import CheckThresholds
+    from .translation.train import load_generator
+
+    try:
+        gen, _ = load_generator(args.model)
+        scenes = find_scenes(args.scenes)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    th = CheckThresholds(min_foreground_iou=args.min_iou, min_particle_recall=args.min_recall,
+                         max_invented_fraction=args.max_invented)
+
+    def progress(i: int, n: int, c: dict) -> None:
+        if not args.quiet:
+            verdict = "accepted" if c["accepted"] else "REJECTED: " + "; ".join(c["reasons"])
+            sys.stderr.write(f"  {i}/{n} {c['scene']}: IoU {c['foreground_iou']:.2f}, recall "
+                             f"{c['particle_recall']:.2f} - {verdict}\n")
+
+    s = translate_scenes(gen, scenes, args.out, thresholds=th, progress=progress)
+    print(f"translated {s['scenes']} scene(s) into {args.out}: {s['accepted']} accepted, "
+          f"rejection rate {s['rejection_rate']:.0%} ({Path(args.out) / 'content_check.json'})")
+    return 0
+
+
 def cmd_train(args) -> int:
+    if args.what == "translator":
+        return _train_translator(args)
     if args.what != "segmenter":
-        raise CliError(f"'semforge train {args.what}' is not available in this build yet; "
-                       "only 'semforge train segmenter' is", 2)
+        raise CliError(f"'semforge train {args.what}' is not available in this build yet", 2)
     import json
 
     from .segmentation.model import ModelConfig
@@ -483,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     rd.set_defaults(func=cmd_render)
 
     t = sub.add_parser("train", help="train a model (segmenter) into the Triton model repository")
-    t.add_argument("what", choices=["segmenter", "translator", "classifier"])
+    t.add_argument("what", choices=["segmenter", "translator", "classifier"],
+                   help="segmenter (UNet++), translator (CycleGAN); classifier: not in this build yet")
     t.add_argument("--data", nargs="+", help="rendered dataset roots (scene_*/) or folders with images/ + masks/")
     t.add_argument("--data-store", help="object store (directory or s3://bucket) holding the --data prefixes "
                    "(e.g. --data datasets/se-tio2-n80); they are fetched into --cache-dir")
@@ -513,8 +569,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache-dir", default="out/cache/weights", help="weight-map cache")
     t.add_argument("--time-budget-s", type=float, default=None, help="stop at the first evaluation after this")
     t.add_argument("--json", help="also write the training record here")
+    t.add_argument("--real", help="translator: folder of unlabeled real images of the target instrument")
+    t.add_argument("--out", help="translator: output folder (default out/translators/default; resumes if present)")
+    t.add_argument("--ngf", type=int, default=32, help="translator: generator width (default 32)")
+    t.add_argument("--blocks", type=int, default=6, help="translator: residual blocks (default 6)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    tr = sub.add_parser("translate", help="CycleGAN: rendered height maps -> SEM-like images, content-checked")
+    tr.add_argument("scenes", nargs="+", metavar="SCENE_OR_DATASET", help="rendered scene folders or dataset roots")
+    tr.add_argument("--out", required=True, help="accepted scenes as a training dataset, rejected ones under rejected/")
+    tr.add_argument("--model", default="out/translators/default", help="translator folder or generator.pt")
+    tr.add_argument("--min-iou", type=float, default=0.7, help="reject below this foreground IoU (default 0.7)")
+    tr.add_argument("--min-recall", type=float, default=0.85, help="reject below this particle recall (default 0.85)")
+    tr.add_argument("--max-invented", type=float, default=0.1,
+                    help="reject above this invented foreground / particle area (default 0.1)")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=cmd_translate)
 
     e = sub.add_parser("evaluate", help="segmenter + separation against annotated images")
     e.add_argument("--images", required=True)
@@ -535,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_NOT_YET = {"translate": "no CycleGAN generator has been trained yet"}
+_NOT_YET: dict[str, str] = {}
 
 
 def main(argv: list[str] | None = None) -> int:

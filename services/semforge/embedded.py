@@ -64,7 +64,7 @@ def start_embedded(*, store: str | ObjectStore | None = None, gateway_port: int 
 
         emb.servers["render"] = build_server("render", render_reg(st), base,
                                              ready_check=lambda: st.ping() is None and render_ready())
-        emb.servers["translate"] = build_server("translate", translate_reg(), base)
+        emb.servers["translate"] = build_server("translate", translate_reg(st), base)
         gcfg = GatewayConfig(port=gateway_port, host="127.0.0.1", metrics_port=metrics_port,
                              segment_addr=emb.servers["segment"].address,
                              measure_addr=emb.servers["measure"].address,

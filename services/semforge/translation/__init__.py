@@ -1,0 +1,1 @@
+"""Height map -> SEM image translation (CycleGAN) and the content check of its outputs."""

@@ -1,0 +1,131 @@
+"""CycleGAN machinery on generated data (a tiny model, a few iterations), resume, translate, content check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from semforge.synth import synthetic_sem
+from semforge.translation.content_check import CheckThresholds, content_check, rejection_by_shape
+from semforge.translation.train import TranslatorConfig, load_generator, train_translator, translate
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gan")
+    for k in range(2):
+        img, lab = synthetic_sem(seed=k, size=(96, 96), n_particles=5, databar_rows=0)
+        scene = d / "heights" / f"scene_{k:05d}"
+        scene.mkdir(parents=True)
+        tifffile.imwrite(scene / "height_noisy.tif", ((lab > 0) * 0.8).astype(np.float32))
+        (d / "real").mkdir(exist_ok=True)
+        tifffile.imwrite(d / "real" / f"r{k}.tif", img)
+    return d
+
+
+def cfg(d, **kw):
+    base = dict(heightmaps=[str(d / "heights")], real=str(d / "real"), size=32, ngf=4, n_blocks=1, ndf=8,
+                iterations=4, checkpoint_every=2, seed=5, threads=1)
+    base.update(kw)
+    return TranslatorConfig(**base)
+
+
+def test_tiny_cyclegan_trains_seeded_and_resumes(domains, tmp_path):
+    r = train_translator(cfg(domains), tmp_path / "a")
+    assert r["iterations_done"] == 4 and (tmp_path / "a" / "generator.pt").exists()
+    curve_a = json.loads((tmp_path / "a" / "curve.json").read_text())
+    # the same run in two halves: stop after 2, resume to 4
+    train_translator(cfg(domains, iterations=2), tmp_path / "b")
+    r2 = train_translator(cfg(domains, iterations=4), tmp_path / "b")
+    assert r2["resumed_from"] == 2
+    curve_b = json.loads((tmp_path / "b" / "curve.json").read_text())
+    assert [c["iteration"] for c in curve_b] == [1, 2, 3, 4]
+    assert curve_b[0]["g"] == curve_a[0]["g"]  # seeded
+    with pytest.raises(ValueError, match="another configuration"):
+        train_translator(cfg(domains, ngf=8), tmp_path / "b")
+    g, state = load_generator(tmp_path / "a")
+    out = translate(g, np.zeros((70, 90), np.float32))
+    assert out.shape == (70, 90) and 0 <= out.min() and out.max() <= 1
+    with pytest.raises(FileNotFoundError, match="train one"):
+        load_generator(tmp_path / "missing")
+
+
+def _scene():
+    ids = np.zeros((120, 160), np.int32)
+    ids[20:50, 20:50] = 1
+    ids[20:50, 50:80] = 2  # touches 1
+    ids[80:90, 20:140] = 3  # a long rod
+    return ids, {1: "sphere", 2: "sphere", 3: "long_rod"}
+
+
+def test_content_check_accepts_a_faithful_image_and_names_each_failure():
+    ids, shapes = _scene()
+    faithful = (ids > 0).astype(float)
+    faithful[20:50, 50] = 0  # the contact line between the two touching particles
+    ok = content_check(faithful, ids, shapes=shapes)
+    assert ok["accepted"] and ok["foreground_iou"] > 0.95 and ok["particle_recall"] == 1.0, ok
+    invented = faithful.copy()
+    invented[95:118, 100:150] = 1  # a hallucinated blob in the background
+    r = content_check(invented, ids)
+    assert not r["accepted"] and any("invented" in x for x in r["reasons"])
+    chain = faithful.copy()
+    chain[80:90, 60:64] = 0
+    chain[80:90, 100:104] = 0  # the rod became three pieces
+    r = content_check(chain, ids, shapes=shapes)
+    assert r["split"] == 1 and r["split_ids"] == [3] and not r["accepted"]
+    assert r["by_shape"]["long_rod"]["split"] == 1
+    vanished = faithful.copy()
+    vanished[20:50, 20:50] = 0
+    r = content_check(vanished, ids, CheckThresholds(min_particle_recall=0.9))
+    assert r["lost_ids"] == [1] and any("vanished" in x for x in r["reasons"])
+    merged = (ids > 0).astype(float)  # no line between 1 and 2
+    assert content_check(merged, ids)["merged"] == 1
+    stats = rejection_by_shape([r, content_check(chain, ids, shapes=shapes)])
+    assert list(stats)[0] == "long_rod"
+    with pytest.raises(ValueError, match="differ in size"):
+        content_check(np.zeros((10, 10)), ids)
+
+
+def test_translate_service_over_grpc(domains, tmp_path, monkeypatch):
+    import grpc
+
+    from semforge.common.v1 import common_pb2
+    from semforge.rpc import ServiceConfig, build_server
+    from semforge.storage import LocalStore
+    from semforge.translate.v1 import translate_pb2, translate_pb2_grpc
+    from semforge_translate.server import ready, register
+
+    monkeypatch.setenv("SEMFORGE_TRANSLATORS", str(tmp_path / "translators"))
+    assert not ready()
+    train_translator(cfg(domains, iterations=2), tmp_path / "translators" / "default")
+    assert ready()
+    store = LocalStore(tmp_path / "store")
+    srv = build_server("translate", register(store), ServiceConfig(port=0, host="127.0.0.1"))
+    ch = grpc.insecure_channel(srv.address)
+    stub = translate_pb2_grpc.TranslateServiceStub(ch)
+    try:
+        ids = np.zeros((64, 96), np.uint16)
+        ids[10:30, 10:30] = 1
+        import io
+
+        h, i = io.BytesIO(), io.BytesIO()
+        tifffile.imwrite(h, (ids > 0).astype(np.float32) * 0.8)
+        tifffile.imwrite(i, ids)
+        href, _ = store.put_content([h.getvalue()])
+        iref, _ = store.put_content([i.getvalue()])
+        r = stub.Translate(translate_pb2.TranslateRequest(height_map=common_pb2.ObjectRef(key=href.key),
+                                                          instances=common_pb2.ObjectRef(key=iref.key)), timeout=60)
+        assert r.image.content_type == "image/png" and store.exists(r.image.key)
+        assert 0 <= r.foreground_iou <= 1 and (r.accepted or r.reasons)  # a 2-iteration GAN is rejected, with reasons
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Translate(translate_pb2.TranslateRequest(height_map=common_pb2.ObjectRef(key=href.key), model="nope"))
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "train one" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Translate(translate_pb2.TranslateRequest(height_map=common_pb2.ObjectRef(key=iref.key + "x")))
+        assert e.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+    finally:
+        ch.close()
+        srv.stop(0)
