@@ -306,7 +306,7 @@ def _train_translator(args) -> int:
     for d in list(args.data) + [args.real]:
         if not Path(d).exists():
             raise CliError(f"no such directory: {d}")
-    cfg = TranslatorConfig(heightmaps=list(args.data), real=args.real, size=args.patch if args.patch != 256 else 128,
+    cfg = TranslatorConfig(heightmaps=list(args.data), real=args.real, size=args.patch or 128,
                            ngf=args.ngf, n_blocks=args.blocks, iterations=args.steps, seed=args.seed,
                            checkpoint_every=args.eval_every, time_budget_s=args.time_budget_s)
     try:
@@ -395,7 +395,7 @@ def cmd_train(args) -> int:
                       val_names=args.val_names.split(",") if args.val_names else None,
                       exclude_names=args.exclude_names.split(",") if args.exclude_names else None,
                       model=ModelConfig(args.encoder, len(args.decoder), args.decoder, 2 if args.border else 1),
-                      patch=args.patch, batch=args.batch, steps=args.steps, eval_every=args.eval_every, lr=args.lr,
+                      patch=args.patch or 256, batch=args.batch, steps=args.steps, eval_every=args.eval_every, lr=args.lr,
                       gamma=args.gamma if args.gamma is not None else (2.0 if args.modality in ("stem", "tem") else 0.0),
                       seed=args.seed, limit=args.limit, cache_dir=args.cache_dir, time_budget_s=args.time_budget_s)
     try:
@@ -558,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--encoder", default="mobilenet_v2")
     t.add_argument("--decoder", type=_csv_ints, default=[32, 16, 8, 8], help="decoder channels, one per encoder stage")
     t.add_argument("--no-border", dest="border", action="store_false", help="particle channel only")
-    t.add_argument("--patch", type=int, default=256)
+    t.add_argument("--patch", type=int, default=None,
+                   help="training crop in px (default: segmenter 256, translator 128)")
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--steps", type=int, default=600)
     t.add_argument("--eval-every", type=int, default=100)

@@ -60,9 +60,21 @@ def test_tiny_training_run_is_seeded_and_exports_a_faithful_onnx(pairs_dir, tmp_
     img = np.random.default_rng(0).random((96, 160)).astype(np.float32)
     onnx = seg.predict_channels(img)
     assert onnx.shape == (2, 96, 160) and 0 <= onnx.min() and onnx.max() <= 1
-    # the same weights in torch give the same probabilities
-    net = build_model(ModelConfig("mobilenet_v2", 4, [8, 8, 8, 8], 2))
+    net = build_model(ModelConfig("mobilenet_v2", 4, [8, 8, 8, 8], 2)).eval()
     assert r1["parameters"] == sum(p.numel() for p in net.parameters())
+    # export fidelity: the same weights in PyTorch and in the exported ONNX give the same probabilities
+    from semforge.segmentation.model import export_onnx
+
+    torch.manual_seed(0)
+    for prm in net.parameters():
+        prm.data.normal_(0, 0.05)
+    (tmp_path / "c" / "1").mkdir(parents=True)
+    export_onnx(net, tmp_path / "c" / "1" / "model.onnx")
+    x = np.random.default_rng(1).random((1, 1, 96, 160)).astype(np.float32)
+    with torch.no_grad():
+        ref = torch.sigmoid(net(torch.from_numpy(normalize(x)))).numpy()
+    got = OnnxSegmenter("c", repo=tmp_path).run(x)
+    assert np.abs(got - ref).max() < 1e-4 and ref.std() > 1e-3  # a non-trivial output, reproduced
 
 
 def test_bad_training_configs(pairs_dir, tmp_path):
