@@ -308,7 +308,8 @@ def _train_translator(args) -> int:
             raise CliError(f"no such directory: {d}")
     cfg = TranslatorConfig(heightmaps=list(args.data), real=args.real, size=args.patch or 128,
                            ngf=args.ngf, n_blocks=args.blocks, iterations=args.steps, seed=args.seed,
-                           checkpoint_every=args.eval_every, time_budget_s=args.time_budget_s)
+                           checkpoint_every=args.eval_every, snapshot_every=args.snapshot_every,
+                           time_budget_s=args.time_budget_s)
     try:
         cfg.validate()
     except ValueError as exc:
@@ -338,7 +339,7 @@ def cmd_translate(args) -> int:
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from None
     th = CheckThresholds(min_foreground_iou=args.min_iou, min_particle_recall=args.min_recall,
-                         max_invented_fraction=args.max_invented)
+                         max_invented_fraction=args.max_invented, separation=args.separation)
 
     def progress(i: int, n: int, c: dict) -> None:
         if not args.quiet:
@@ -368,7 +369,8 @@ def cmd_train(args) -> int:
         from .storage import open_store
 
         store = open_store(args.data_store)
-        data = [str(fetch_dataset(store, d, Path(args.cache_dir) / "datasets-from-store")) for d in data]
+        files = (args.image or "se.png", "instances.tif", "scene.json")
+        data = [str(fetch_dataset(store, d, Path(args.cache_dir) / "datasets-from-store", files=files)) for d in data]
     if args.recipe:
         from .scenes import RenderUnavailable, render_batch
         from .segmentation.recipes import recipe_datasets
@@ -543,11 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", nargs="+", help="rendered dataset roots (scene_*/) or folders with images/ + masks/")
     t.add_argument("--data-store", help="object store (directory or s3://bucket) holding the --data prefixes "
                    "(e.g. --data datasets/se-tio2-n80); they are fetched into --cache-dir")
-    t.add_argument("--recipe", choices=["se", "transmission", "tiny"],
+    t.add_argument("--recipe", choices=["se", "transmission", "se-rods", "tiny"],
                    help="render the recipe's scenes first (resumable) and train on them")
     t.add_argument("--render-into", default="out/training-data", help="where --recipe renders (default out/training-data)")
     t.add_argument("--workers", type=int, default=None, help="Blender workers for --recipe (default: one per core)")
-    t.add_argument("--image", default="se.png", help="rendered image to learn from: se.png or transmission.png")
+    t.add_argument("--image", default="se.png", help="image to learn from: se.png, transmission.png (rendered) or translated.png (semforge translate)")
     t.add_argument("--modality", choices=["se", "him", "stem", "tem"], default="se")
     t.add_argument("--val", help="folder with images/ + masks/ for validation and model selection")
     t.add_argument("--val-names", help="comma-separated image stems of --val to use (default all)")
@@ -574,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="translator: output folder (default out/translators/default; resumes if present)")
     t.add_argument("--ngf", type=int, default=32, help="translator: generator width (default 32)")
     t.add_argument("--blocks", type=int, default=6, help="translator: residual blocks (default 6)")
+    t.add_argument("--snapshot-every", type=int, default=0,
+                   help="translator: also keep the generator every N iterations under OUT/snapshots (default: never)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -585,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--min-recall", type=float, default=0.85, help="reject below this particle recall (default 0.85)")
     tr.add_argument("--max-invented", type=float, default=0.1,
                     help="reject above this invented foreground / particle area (default 0.1)")
+    tr.add_argument("--separation", choices=["watershed", "uecs", "none"], default="watershed",
+                    help="how touching particles are cut before split/merged are counted (default watershed)")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=cmd_translate)
 

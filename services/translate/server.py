@@ -64,16 +64,73 @@ class TranslateServicer(translate_pb2_grpc.TranslateServiceServicer):
         resp = translate_pb2.TranslateResponse(image=ref_pb(info, "image/png"))
         if request.instances.key:
             ids = tifffile.imread(io.BytesIO(self.store.get_bytes(request.instances.key))).astype(np.int32)
-            if self._seg is None:
-                from semforge.inference import create_segmenter
-
-                self._seg = create_segmenter("unetpp")
-            c = content_check(self._seg.predict(img, modality="se"), ids)
+            c = content_check(self._segmenter().predict(img, modality="se"), ids)
             resp.accepted, resp.foreground_iou, resp.particle_recall = c["accepted"], c["foreground_iou"], c["particle_recall"]
             resp.invented_fraction, resp.split, resp.merged = c["invented_fraction"], c["split"], c["merged"]
             resp.content_score = c["foreground_iou"] * c["particle_recall"]
             resp.reasons.extend(c["reasons"])
         return resp
+
+    def _segmenter(self):
+        if self._seg is None:
+            from semforge.inference import create_segmenter
+
+            self._seg = create_segmenter("unetpp")
+        return self._seg
+
+    @map_exceptions
+    def TranslateBatch(self, request, context):
+        import queue
+        import threading
+
+        from semforge.translation.apply import translate_dataset
+        from semforge.translation.content_check import CheckThresholds
+
+        if not request.dataset or not request.out_dataset:
+            raise ValueError("dataset and out_dataset must both be named")
+        for name in ("min_foreground_iou", "min_particle_recall", "max_invented_fraction"):
+            if not 0 <= getattr(request, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1] (0 = default), got {getattr(request, name)}")
+        d = CheckThresholds()
+        th = CheckThresholds(min_foreground_iou=request.min_foreground_iou or d.min_foreground_iou,
+                             min_particle_recall=request.min_particle_recall or d.min_particle_recall,
+                             max_invented_fraction=request.max_invented_fraction or d.max_invented_fraction)
+        gen = self._generator(request.model)
+        seg = self._segmenter()
+        events: queue.Queue = queue.Queue()
+        result: dict = {}
+
+        def work():
+            try:
+                result["summary"] = translate_dataset(
+                    gen, self.store, request.dataset, request.out_dataset, segmenter=seg, thresholds=th,
+                    progress=lambda done, total, c: events.put((done, total, c)),
+                    cancelled=lambda: not context.is_active())
+            except BaseException as exc:  # handed to the RPC thread, which maps it to a status
+                result["error"] = exc
+            finally:
+                events.put(None)
+
+        threading.Thread(target=work, name="translate-batch", daemon=True).start()
+        pending, accepted = None, 0
+        while (ev := events.get()) is not None:
+            if pending is not None:
+                yield pending
+            done, total, c = ev
+            accepted += bool(c["accepted"])
+            pending = translate_pb2.TranslateBatchResponse(
+                scene=c["scene"].rsplit("/", 1)[-1], scenes_done=done, scenes_total=total, skipped=c["skipped"],
+                accepted=c["accepted"], foreground_iou=c["foreground_iou"], particle_recall=c["particle_recall"],
+                image=ref_pb(self.store.stat(c["prefix"] + "translated.png"), "image/png"),
+                accepted_so_far=accepted)
+            pending.reasons.extend(c["reasons"])
+        if "error" in result:
+            raise result["error"]
+        if pending is not None:  # the last scene's message also carries the summary
+            key = f"datasets/{request.out_dataset}/content_check.json"
+            pending.summary.CopyFrom(ref_pb(self.store.stat(key), "application/json"))
+            pending.rejection_rate = result["summary"]["rejection_rate"]
+            yield pending
 
 
 def register(store: ObjectStore):

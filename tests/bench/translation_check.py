@@ -1,11 +1,17 @@
 """The annotation-free loop, end to end, with its figures: docs/translation.md.
 
-    render (recipe se) -> translate (CycleGAN) -> content check -> train segmenter on accepted
-    translations -> evaluate on the 20 real images, next to the segmenter trained on direct renders
+    render (recipes se, se-rods) -> translate (CycleGAN) -> content check -> train a segmenter on the
+    accepted translations -> evaluate on the 20 real images, next to segmenters trained the same way
+    (same scenes, same steps) on the direct SE-like renders and on all translations unchecked
 
-Usage (after `semforge train translator ... --out out/translators/bam-tio2`):
-    python tests/bench/translation_check.py --translator out/translators/bam-tio2 \
-        --scenes <rendered se-tio2 datasets...> --write docs/translation.md [--train-budget-s 900]
+Controls for the check itself: the same check on the direct renders (the checking segmenter's
+own domain) and on the real images against the human masks (what a perfectly realistic
+translation would score).  With ``OUT/snapshots`` from ``--snapshot-every``, the check and
+the realism figures are also followed along the translator run.
+
+Usage (after `semforge train translator ... --out out/translators/bam-tio2-long`):
+    python tests/bench/translation_check.py --translator out/translators/bam-tio2-long \
+        --scenes <rendered se-tio2 and se-rods datasets...> --write docs/translation.md
 The translator is trained on the shared real images, so neither it nor the
 segmenter trained on its output is committed; the figures are.
 """
@@ -14,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +33,47 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "services"))
 
 from semforge.analysis import detect_databar, load_image, to_gray_float  # noqa: E402
-from semforge.translation.apply import find_scenes, translate_scenes  # noqa: E402
+from semforge.translation.apply import check_scene_images, find_scenes, summarize_checks, translate_scenes  # noqa: E402
+from semforge.translation.content_check import CheckThresholds, content_check  # noqa: E402
 from semforge.translation.realism import discriminator_accuracy, histogram_distance, spectrum_distance  # noqa: E402
 from semforge.translation.train import load_generator  # noqa: E402
+
+
+def _real(data: Path):
+    import tifffile
+    from skimage.measure import label
+
+    out = []
+    for p in sorted((data / "images").glob("*.tif")):
+        img = load_image(p)
+        rows = detect_databar(img.pixels)
+        m = data / "masks" / f"{p.stem}_m.tif"
+        inst = label(tifffile.imread(m)[:rows] > 0, connectivity=1) if m.exists() else None
+        out.append((p.stem, to_gray_float(img.pixels)[:rows], inst))
+    return out
+
+
+def _realism(real, imgs):
+    return {"histogram": histogram_distance(real, imgs), "spectrum": spectrum_distance(real, imgs),
+            "discriminator": discriminator_accuracy(real, imgs)}
+
+
+def _train(args, data_dir, image_file, repo, real_dir, log):
+    cmd = [sys.executable, "-m", "semforge.cli", "train", "segmenter", "--data", *map(str, data_dir),
+           "--image", image_file, "--val", str(real_dir), "--val-names", "1908248,1908258,1908268,1908278",
+           "--repo", str(repo), "--name", "semforge_unetpp_se", "--version", "1",
+           "--steps", str(args.steps), "--eval-every", str(args.eval_every), "--seed", "0", "--quiet"]
+    print(f"  training: {' '.join(cmd[3:])}", file=sys.stderr)
+    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "services")})
+    ev = subprocess.run([sys.executable, "-m", "semforge.cli", "evaluate", "--images", str(real_dir / "images"),
+                         "--masks", str(real_dir / "masks"), "--segmenter", "unetpp", "--separate", "watershed,uecs",
+                         "--quiet", "--json", str(repo / "eval.json")],
+                        check=True, cwd=REPO, capture_output=True, text=True,
+                        env={**os.environ, "SEMFORGE_MODELS_REPO": str(repo.resolve()),
+                             "PYTHONPATH": str(REPO / "services")})
+    rec = json.loads((repo / "semforge_unetpp_se" / "1" / "training.json").read_text())
+    log[repo.name] = {"eval": json.loads((repo / "eval.json").read_text()), "pairs": rec["training_pairs"],
+                      "steps": rec["steps_done"], "seconds": rec["seconds"]["train"], "table": ev.stdout.strip()}
 
 
 def main() -> int:
@@ -36,8 +82,10 @@ def main() -> int:
     ap.add_argument("--scenes", nargs="+", required=True)
     ap.add_argument("--data", default=str(REPO.parent / "shared/data/bam-tio2-sem"))
     ap.add_argument("--work", default="out/loop")
-    ap.add_argument("--train-budget-s", type=float, default=900)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=300, help="segmenter steps, the same for every route")
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--snapshot-scenes", type=int, default=24, help="scenes checked per translator snapshot")
+    ap.add_argument("--no-loop", action="store_true", help="content check and realism only")
     ap.add_argument("--write")
     args = ap.parse_args()
     data = Path(args.data)
@@ -45,75 +93,135 @@ def main() -> int:
         print(f"no real data at {data}; nothing to check", file=sys.stderr)
         return 0
     work = Path(args.work)
-    gen, gstate = load_generator(args.translator)
-    grec = json.loads((Path(args.translator) / "training.json").read_text())
+    tdir = Path(args.translator)
+    gen, gstate = load_generator(tdir)
+    grec = json.loads((tdir / "training.json").read_text())
     scenes = find_scenes(args.scenes)
-    summary = translate_scenes(gen, scenes, work / "translated",
+    real = _real(data)
+    real_imgs = [r[1] for r in real]
+    from semforge.inference import create_segmenter
+
+    seg = create_segmenter("unetpp")
+    th = CheckThresholds()
+    # controls: the checking segmenter on its own domain, and on the real images against the human masks
+    print("controls ...", file=sys.stderr)
+    control_direct = check_scene_images(scenes, "se.png", segmenter=seg, thresholds=th)
+    real_checks = [dict(content_check(seg.predict(img, modality="se"), inst, th), scene=name)
+                   for name, img, inst in real if inst is not None]
+    control_real = summarize_checks(real_checks, th)
+    # along the run: every snapshot on an evenly spread subset of scenes
+    along = []
+    snaps = sorted((tdir / "snapshots").glob("generator_*.pt")) if (tdir / "snapshots").is_dir() else []
+    subset = scenes[:: max(1, len(scenes) // args.snapshot_scenes)][: args.snapshot_scenes]
+    for sp in snaps:
+        g, st = load_generator(sp)
+        print(f"snapshot {sp.name} ...", file=sys.stderr)
+        summ = translate_scenes(g, subset, work / "snapshots" / sp.stem, segmenter=seg, thresholds=th)
+        imgs = [np.asarray(Image.open(p), np.float64) / 255 for p in sorted((work / "snapshots" / sp.stem).rglob("translated.png"))]
+        along.append({"iteration": st["iteration"], "rejection_rate": summ["rejection_rate"],
+                      "median_foreground_iou": summ["median_foreground_iou"],
+                      "median_particle_recall": summ["median_particle_recall"], **_realism(real_imgs, imgs)})
+    print("translating all scenes ...", file=sys.stderr)
+    summary = translate_scenes(gen, scenes, work / "translated", segmenter=seg, thresholds=th,
                                progress=lambda i, n, c: print(f"  {i}/{n} {c['scene']} "
                                                               f"{'ok' if c['accepted'] else 'rejected'}", file=sys.stderr))
-    real = []
-    for p in sorted((data / "images").glob("*.tif")):
-        img = load_image(p)
-        real.append(to_gray_float(img.pixels)[: detect_databar(img.pixels)])
     trans = [np.asarray(Image.open(p), np.float64) / 255 for p in sorted((work / "translated").rglob("translated.png"))]
     direct = [np.asarray(Image.open(s / "se.png"), np.float64) / 255 for s in scenes]
-    realism = {name: {"histogram": histogram_distance(real, imgs), "spectrum": spectrum_distance(real, imgs),
-                      "discriminator": discriminator_accuracy(real, imgs)}
-               for name, imgs in (("translated (CycleGAN)", trans), ("direct SE-like render", direct))}
-    # the loop: a segmenter trained only on accepted translations, same recipe as the shipped one
-    accepted = work / "translated"
-    repo = work / "models"
-    cmd = [sys.executable, "-m", "semforge.cli", "train", "segmenter", "--data", str(accepted), "--image",
-           "translated.png", "--val", str(data), "--val-names", "1908248,1908258,1908268,1908278",
-           "--repo", str(repo), "--name", "semforge_unetpp_se", "--version", "1",
-           "--steps", str(args.steps), "--eval-every", "150", "--seed", "0", "--time-budget-s",
-           str(args.train_budget_s), "--quiet"]
-    subprocess.run(cmd, check=True, cwd=REPO)
-    ev = subprocess.run([sys.executable, "-m", "semforge.cli", "evaluate", "--images", str(data / "images"),
-                         "--masks", str(data / "masks"), "--segmenter", "unetpp", "--separate", "watershed,uecs",
-                         "--quiet", "--json", str(work / "eval_translated.json")],
-                        check=True, cwd=REPO, capture_output=True, text=True,
-                        env={**__import__("os").environ, "SEMFORGE_MODELS_REPO": str(repo.resolve()),
-                             "PYTHONPATH": str(REPO / "services")})
-    ev_direct = subprocess.run([sys.executable, "-m", "semforge.cli", "evaluate", "--images", str(data / "images"),
-                                "--masks", str(data / "masks"), "--segmenter", "unetpp", "--separate",
-                                "watershed,uecs", "--quiet"], check=True, cwd=REPO, capture_output=True, text=True)
-    loop_rec = json.loads((repo / "semforge_unetpp_se" / "1" / "training.json").read_text())
+    realism = {"translated (CycleGAN)": _realism(real_imgs, trans), "direct SE-like render": _realism(real_imgs, direct)}
+    loop: dict = {}
+    if not args.no_loop:
+        # route 1: the direct renders of the same scenes; route 2: accepted translations; route 3: all translations
+        unchecked = work / "unchecked"
+        for sc in scenes:
+            name = f"{sc.parent.name}/{sc.name}"
+            src = work / "translated" / name
+            src = src if src.exists() else work / "translated" / "rejected" / name
+            dst = unchecked / name
+            dst.mkdir(parents=True, exist_ok=True)
+            for f, base in (("translated.png", src), ("instances.tif", sc), ("scene.json", sc)):
+                shutil.copyfile(base / f, dst / f)
+        accepted_dirs = [p for p in (work / "translated").iterdir() if p.is_dir() and p.name not in ("rejected",)]
+        for name, dirs, image in (("direct", sorted({s.parent for s in scenes}), "se.png"),
+                                  ("accepted", accepted_dirs, "translated.png"),
+                                  ("unchecked", [unchecked], "translated.png")):
+            if name == "accepted" and not summary["accepted"]:
+                continue
+            _train(args, dirs, image, work / "models" / name, data, loop)
+    cfg = gstate["config"]
     lines = ["# Image translation (CycleGAN) and the annotation-free loop", "",
-             "Reproduce: `semforge train translator --data <rendered se-tio2 datasets> --real "
-             "../shared/data/bam-tio2-sem/images --out out/translators/bam-tio2`, then "
-             "`python tests/bench/translation_check.py --translator out/translators/bam-tio2 --scenes <datasets> "
-             "--write docs/translation.md`. The translator and the segmenter trained on its output are not "
-             "committed (they are made from the shared real images).", "",
-             f"Translator run: ResNet generator ngf {gstate['config']['ngf']} / {gstate['config']['n_blocks']} blocks, "
-             f"{gstate['config']['size']} px crops, {grec['iterations_done']} iterations in {grec['seconds']:.0f} s "
-             f"on this 2-core CPU (seed {gstate['config']['seed']}); {grec['heightmaps']} rendered height maps, "
-             f"{grec['real_images']} real images. Loss curve: `curve.json` beside the weights.", "",
+             "Reproduce (the translator and every segmenter trained here are made from the shared real images, so "
+             "none is committed; the figures are):", "", "```",
+             "semforge train translator --data <se-tio2 datasets> --real ../shared/data/bam-tio2-sem/images \\",
+             f"    --out {tdir} --steps {cfg['iterations']} --snapshot-every {cfg.get('snapshot_every', 0)}",
+             f"python tests/bench/translation_check.py --translator {tdir} --scenes <se-tio2 and se-rods datasets> "
+             "--write docs/translation.md", "```", "",
+             f"Translator run: ResNet generator ngf {cfg['ngf']} / {cfg['n_blocks']} blocks, {cfg['size']} px crops, "
+             f"{grec['iterations_done']} iterations in {grec['seconds']:.0f} s ({grec['seconds'] / 3600:.1f} h) on "
+             f"this 2-core CPU, seed {cfg['seed']}; {grec['heightmaps']} rendered height maps (recipe `se`), "
+             f"{grec['real_images']} real images (data bar cut). Loss curve: `curve.json` beside the weights.", "",
              "## Content check of every translated scene", "",
-             f"{summary['scenes']} scenes translated, **{summary['accepted']} accepted**, rejection rate "
-             f"**{summary['rejection_rate']:.0%}**; median foreground IoU {summary['median_foreground_iou']:.3f}, "
-             f"median particle recall {summary['median_particle_recall']:.3f} (segmented with the shipped UNet++). "
-             f"Thresholds: {json.dumps(summary['thresholds'])}.", "",
-             "| reason | scenes |", "|---|---|"] + [f"| {k} | {v} |" for k, v in summary["reasons"].items()] + [
-             "", "Per shape (pooled over all translated scenes): particles lost (< half found) or split into pieces.", "",
-             "| shape | particles | lost | split | failed share |", "|---|---|---|---|---|"] + [
-             f"| {s} | {d['particles']} | {d['lost']} | {d['split']} | {d['failed_fraction']:.1%} |"
+             f"{summary['scenes']} scenes translated (recipes `se` and the held-out `se-rods`), "
+             f"**{summary['accepted']} accepted**, rejection rate **{summary['rejection_rate']:.0%}**; median "
+             f"foreground IoU {summary['median_foreground_iou']:.3f}, median particle recall "
+             f"{summary['median_particle_recall']:.3f} (segmented with the shipped UNet++). "
+             f"Thresholds (defaults of `CheckThresholds`): {json.dumps(th.to_dict())}.", "",
+             "The same check on images whose content is known to be right tells the translator's faults from the "
+             "checking segmenter's:", "",
+             "| images checked | n | accepted | median fg IoU | median particle recall |", "|---|---|---|---|---|"] + [
+             f"| {k} | {v['scenes']} | {v['accepted']} ({1 - v['rejection_rate']:.0%}) | {v['median_foreground_iou']:.3f} "
+             f"| {v['median_particle_recall']:.3f} |"
+             for k, v in (("CycleGAN translations", summary), ("direct SE-like renders of the same scenes", control_direct),
+                          ("the 20 real images vs their human masks", control_real))] + [
+             "", "| rejection reason (translations) | scenes |", "|---|---|"] + [
+             f"| {k} | {v} |" for k, v in summary["reasons"].items()] + [
+             "", "Per shape (pooled over all translated scenes): particles lost (< half found) or split into pieces; "
+             "the direct-render column is the same figure for the control.", "",
+             "| shape | particles | lost | split | failed (lost or split) | failed share | direct renders: failed share |",
+             "|---|---|---|---|---|---|---|"] + [
+             f"| {s} | {d['particles']} | {d['lost']} | {d['split']} | {d['failed']} | {d['failed_fraction']:.1%} | "
+             f"{control_direct['by_shape'].get(s, {}).get('failed_fraction', float('nan')):.1%} |"
              for s, d in summary["by_shape"].items()] + [
              "", "## Realism (vs the 20 real images; no downloaded networks)", "",
              "| synthetic images | gray-value W1 distance | log power spectrum RMS | real-vs-synthetic CNN accuracy |",
              "|---|---|---|---|"] + [
              f"| {k} | {v['histogram']:.4f} | {v['spectrum']:.3f} | {v['discriminator']:.3f} |" for k, v in realism.items()] + [
-             "", "Accuracy 0.5 = indistinguishable; 1.0 = trivially separable (held-apart halves of both sets).", "",
-             "## The loop: segmenter trained on accepted translations vs on direct renders (20 real images)", "",
-             f"Trained on {loop_rec['training_pairs']} accepted translated scenes, {loop_rec['steps_done']} steps "
-             f"(the shipped direct-render model: 1300 steps).", "",
-             "Segmenter trained on translated images:", "", ev.stdout.strip(), "",
-             "Shipped segmenter (direct SE-like renders):", "", ev_direct.stdout.strip(), ""]
-    text = "\n".join(lines)
+             "", "Accuracy 0.5 = indistinguishable; 1.0 = trivially separable (held-apart halves of both sets)."]
+    if along:
+        lines += ["", f"### Along the run ({len(subset)} scenes per snapshot)", "",
+                  "| iteration | rejection | median fg IoU | median particle recall | W1 | spectrum RMS | CNN accuracy |",
+                  "|---|---|---|---|---|---|---|"] + [
+                  f"| {a['iteration']} | {a['rejection_rate']:.0%} | {a['median_foreground_iou']:.3f} | "
+                  f"{a['median_particle_recall']:.3f} | {a['histogram']:.4f} | {a['spectrum']:.3f} | {a['discriminator']:.3f} |"
+                  for a in along]
+    if loop:
+        lines += ["", "## The loop: which synthetic route trains the better segmenter (20 real images)", "",
+                  f"Each segmenter: the shipped recipe (UNet++ mobilenet_v2, 256 px patches, batch 8, seed 0), "
+                  f"{args.steps} steps, checkpoint chosen on 4 real images (1908248/58/68/78) as for the shipped model; "
+                  "trained on images made from the same rendered scenes.", "",
+                  "| route | training scenes | steps | fg IoU | inst. F1 (watershed) | AP@0.5 | median ECD error | "
+                  "inst. F1 (UECS) |", "|---|---|---|---|---|---|---|---|"]
+        for name, label in (("direct", "direct SE-like renders"), ("accepted", "translations passing the check"),
+                            ("unchecked", "all translations, no check")):
+            if name not in loop:
+                continue
+            r = loop[name]
+            w = next(e for e in r["eval"] if e["separation"] == "watershed")
+            u = next(e for e in r["eval"] if e["separation"] == "uecs")
+            lines.append(f"| {label} | {r['pairs']} | {r['steps']} | {w['foreground_iou']:.3f} | **{w['instance_f1']:.3f}** | "
+                         f"{w['ap50']:.3f} | {w['median_ecd_error']:+.1%} | {u['instance_f1']:.3f} |")
+        lines += ["", "Full tables (`semforge evaluate`):", ""]
+        for name, r in loop.items():
+            lines += [f"Route `{name}`:", "", r["table"], ""]
+    text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
         Path(args.write).write_text(text)
-    (work / "summary.json").write_text(json.dumps({"content": summary, "realism": realism}, indent=1, default=float))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "summary.json").write_text(json.dumps({"content": summary, "control_direct": control_direct,
+                                                   "control_real": control_real, "along": along, "realism": realism,
+                                                   "loop": {k: {kk: vv for kk, vv in v.items() if kk != "table"}
+                                                            for k, v in loop.items()}},
+                                                  indent=1, default=float))
     return 0
 
 

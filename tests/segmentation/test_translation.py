@@ -34,8 +34,11 @@ def cfg(d, **kw):
 
 
 def test_tiny_cyclegan_trains_seeded_and_resumes(domains, tmp_path):
-    r = train_translator(cfg(domains), tmp_path / "a")
+    r = train_translator(cfg(domains, snapshot_every=2), tmp_path / "a")
     assert r["iterations_done"] == 4 and (tmp_path / "a" / "generator.pt").exists()
+    snaps = sorted(p.name for p in (tmp_path / "a" / "snapshots").iterdir())
+    assert snaps == ["generator_000002.pt", "generator_000004.pt"]
+    assert load_generator(tmp_path / "a" / "snapshots" / snaps[0])[1]["iteration"] == 2
     curve_a = json.loads((tmp_path / "a" / "curve.json").read_text())
     # the same run in two halves: stop after 2, resume to 4
     train_translator(cfg(domains, iterations=2), tmp_path / "b")
@@ -85,8 +88,80 @@ def test_content_check_accepts_a_faithful_image_and_names_each_failure():
     assert content_check(merged, ids)["merged"] == 1
     stats = rejection_by_shape([r, content_check(chain, ids, shapes=shapes)])
     assert list(stats)[0] == "long_rod"
+    # a rod both mostly lost and split counts once as failed
+    lost_and_split = faithful.copy()
+    lost_and_split[80:90, 30:130] = 0  # only two 10 px stubs remain: split into two pieces, < half found
+    r = content_check(lost_and_split, ids, CheckThresholds(min_piece_px=5), shapes=shapes)
+    assert 3 in r["lost_ids"] and 3 in r["split_ids"]
+    assert r["by_shape"]["long_rod"]["failed"] == 1
+    assert rejection_by_shape([r])["long_rod"]["failed_fraction"] == 1.0
+    with pytest.raises(ValueError, match="unknown separation"):
+        content_check(faithful, ids, CheckThresholds(separation="magic"))
+
+
+def test_content_check_counts_merges_after_the_analysis_separation():
+    # two round particles touching at a narrow neck: the segmenter's foreground is one blob, as on real images
+    yy, xx = np.mgrid[:80, :120]
+    a = (yy - 40) ** 2 + (xx - 38) ** 2 <= 22 ** 2
+    b = (yy - 40) ** 2 + (xx - 82) ** 2 <= 22 ** 2
+    ids = np.zeros((80, 120), np.int32)
+    ids[a] = 1
+    ids[b & ~a] = 2
+    blob = (ids > 0).astype(float)
+    assert content_check(blob, ids, CheckThresholds(separation="none"))["merged"] == 1
+    r = content_check(blob, ids)  # watershed, as the analysis: cut at the neck
+    assert r["merged"] == 0 and r["split"] == 0 and r["accepted"]
     with pytest.raises(ValueError, match="differ in size"):
         content_check(np.zeros((10, 10)), ids)
+
+
+def _put_scenes(store, dataset, n=2):
+    """A rendered-like dataset in the object store: height map, instances, scene.json with shapes."""
+    import io
+
+    for k in range(n):
+        _, lab = synthetic_sem(seed=10 + k, size=(64, 80), n_particles=4, databar_rows=0)
+        lab = lab.astype(np.uint16)
+        pre = f"datasets/{dataset}/scene_{k:05d}/"
+        h, i = io.BytesIO(), io.BytesIO()
+        tifffile.imwrite(h, ((lab > 0) * 0.8).astype(np.float32))
+        tifffile.imwrite(i, lab)
+        store.put_bytes(pre + "height_noisy.tif", h.getvalue())
+        store.put_bytes(pre + "instances.tif", i.getvalue())
+        parts = [{"id": int(j), "shape": "sphere"} for j in np.unique(lab) if j]
+        store.put_bytes(pre + "scene.json", json.dumps({"particles": parts, "pixel_size_nm": 2.0}).encode())
+
+
+def test_translate_dataset_in_the_store_resumes_and_is_a_training_dataset(domains, tmp_path):
+    from semforge.segmentation.data import fetch_dataset, load_pairs
+    from semforge.storage import LocalStore, ObjectNotFound
+    from semforge.translation.apply import translate_dataset
+
+    train_translator(cfg(domains, iterations=2), tmp_path / "t")
+    gen, _ = load_generator(tmp_path / "t")
+    store = LocalStore(tmp_path / "store")
+    _put_scenes(store, "rendered", 3)
+    keep_all = CheckThresholds(min_foreground_iou=0, min_particle_recall=0, max_invented_fraction=1e9,
+                               max_split_fraction=1e9, max_merged_fraction=1e9)
+    seen = []
+    s = translate_dataset(gen, store, "rendered", "trans", thresholds=keep_all,
+                          progress=lambda d, n, c: seen.append((d, n, c["skipped"])), cancelled=lambda: len(seen) >= 2)
+    assert seen == [(1, 3, False), (2, 3, False)] and not s["complete"]  # cancelled after two scenes
+    s = translate_dataset(gen, store, "rendered", "trans", thresholds=keep_all,
+                          progress=lambda d, n, c: seen.append((d, n, c["skipped"])))
+    assert seen[2:] == [(1, 3, True), (2, 3, True), (3, 3, False)] and s["complete"] and s["accepted"] == 3
+    assert json.loads(store.get_bytes("datasets/trans/content_check.json"))["scenes"] == 3
+    local = fetch_dataset(store, "datasets/trans", tmp_path / "fetched",
+                          files=("translated.png", "instances.tif", "scene.json"))
+    pairs = load_pairs(local, image_file="translated.png")
+    assert len(pairs) == 3 and pairs[0].image.shape == (64, 80)
+    strict = translate_dataset(gen, store, "rendered", "strict")  # a 2-iteration GAN fails the default check
+    assert strict["accepted"] == 0 and store.exists("datasets/strict/rejected/scene_00000/check.json")
+    assert not store.exists("datasets/strict/rejected/scene_00000/scene.json")  # kept out of training data
+    with pytest.raises(ObjectNotFound, match="render the dataset first"):
+        translate_dataset(gen, store, "nothing", "x")
+    with pytest.raises(ValueError, match="differ"):
+        translate_dataset(gen, store, "rendered", "rendered")
 
 
 def test_translate_service_over_grpc(domains, tmp_path, monkeypatch):
@@ -126,6 +201,26 @@ def test_translate_service_over_grpc(domains, tmp_path, monkeypatch):
         with pytest.raises(grpc.RpcError) as e:
             stub.Translate(translate_pb2.TranslateRequest(height_map=common_pb2.ObjectRef(key=iref.key + "x")))
         assert e.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+        # streamed batch over a dataset in the store
+        _put_scenes(store, "rendered", 2)
+        msgs = list(stub.TranslateBatch(translate_pb2.TranslateBatchRequest(dataset="rendered", out_dataset="tr"),
+                                        timeout=120))
+        assert [(m.scenes_done, m.scenes_total, m.skipped) for m in msgs] == [(1, 2, False), (2, 2, False)]
+        assert all(store.exists(m.image.key) for m in msgs) and all(m.accepted or m.reasons for m in msgs)
+        assert msgs[-1].summary.key == "datasets/tr/content_check.json" and not msgs[0].summary.key
+        assert msgs[-1].rejection_rate == 1 - msgs[-1].accepted_so_far / 2
+        again = list(stub.TranslateBatch(translate_pb2.TranslateBatchRequest(dataset="rendered", out_dataset="tr"),
+                                         timeout=120))
+        assert [m.skipped for m in again] == [True, True]  # resumed: nothing translated twice
+        for req, code in ((translate_pb2.TranslateBatchRequest(dataset="none", out_dataset="tr2"),
+                           grpc.StatusCode.NOT_FOUND),
+                          (translate_pb2.TranslateBatchRequest(dataset="rendered"), grpc.StatusCode.INVALID_ARGUMENT),
+                          (translate_pb2.TranslateBatchRequest(dataset="rendered", out_dataset="tr3",
+                                                               min_particle_recall=1.5),
+                           grpc.StatusCode.INVALID_ARGUMENT)):
+            with pytest.raises(grpc.RpcError) as e:
+                list(stub.TranslateBatch(req, timeout=60))
+            assert e.value.code() == code, (req, e.value.details())
     finally:
         ch.close()
         srv.stop(0)

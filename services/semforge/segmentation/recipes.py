@@ -25,6 +25,12 @@ def _tio2_like() -> list[ShapeComponent]:
             ShapeComponent("tetrahedron", 1, 220, 50, "lognormal")]
 
 
+def _tio2_with_rods() -> list[ShapeComponent]:
+    """The TiO2-like mix plus long and short rods: the shapes the seed saw translated into chains of spheres."""
+    return _tio2_like() + [ShapeComponent("long_rod", 3, 70, 12, "normal", 5.0),
+                           ShapeComponent("short_rod", 1, 90, 15, "normal", 2.5)]
+
+
 def _transmission_mix() -> list[ShapeComponent]:
     """Metal/oxide nanoparticles as seen in STEM/TEM: spheres, rods, plates, polyhedra around 40 nm."""
     return [ShapeComponent("sphere", 3, 40, 8, "lognormal"),
@@ -49,6 +55,8 @@ RECIPES = {
     "se": _family("se-tio2", _tio2_like, 7.344, [25, 80, 160, 280, 450], 24, 1000),
     # transmission, 2 nm/px: 20 px particles
     "transmission": _family("tem-mix", _transmission_mix, 2.0, [30, 120, 250, 400], 18, 2000),
+    # held out, for the translation content check by shape (rods; not used to train the shipped models)
+    "se-rods": _family("se-rods", _tio2_with_rods, 7.344, [60, 160], 8, 4000),
     # seconds-scale data for tests
     "tiny": _family("tiny", _tio2_like, 7.344, [20, 60], 2, 3000, size_px=128),
 }

@@ -9,7 +9,9 @@ linearly to zero over the second. Seeded. Every ``checkpoint_every`` iterations 
 four networks, both optimizers, the iteration and the resolved config are saved to
 ``out/checkpoint.pt`` (atomically), so a stopped run resumes where it was; the loss
 curve goes to ``out/curve.json``. The A->B generator alone is exported as
-``out/generator.pt`` (state dict + config) for the translate service.
+``out/generator.pt`` (state dict + config) for the translate service; with
+``snapshot_every`` earlier generators are kept as ``out/snapshots/generator_NNNNNN.pt``
+so that the content check can be followed along the run.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class TranslatorConfig:
     seed: int = 0
     threads: int = 0
     checkpoint_every: int = 100
+    snapshot_every: int = 0  # also keep generator_NNNNN.pt every so many iterations (0: never)
     time_budget_s: float | None = None
 
     def validate(self) -> None:
@@ -140,7 +143,7 @@ def train_translator(cfg: TranslatorConfig, out_dir: str | os.PathLike, *,
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():  # resume
         state = torch.load(ckpt, weights_only=False)
-        free = ("iterations", "time_budget_s", "checkpoint_every")  # may change between runs
+        free = ("iterations", "time_budget_s", "checkpoint_every", "snapshot_every")  # may change between runs
         if {k: v for k, v in state["config"].items() if k not in free} != \
                 {k: v for k, v in asdict(cfg).items() if k not in free}:
             raise ValueError(f"{ckpt} was made with another configuration; use a new output folder")
@@ -167,6 +170,11 @@ def train_translator(cfg: TranslatorConfig, out_dir: str | os.PathLike, *,
                    f"{out / 'generator.pt'}.tmp")
         os.replace(f"{out / 'generator.pt'}.tmp", out / "generator.pt")
         (out / "curve.json").write_text(json.dumps(curve))
+        if cfg.snapshot_every and i % cfg.snapshot_every == 0:
+            snap = out / "snapshots"
+            snap.mkdir(exist_ok=True)
+            torch.save({"state_dict": nets["g_ab"].state_dict(), "config": asdict(cfg), "iteration": i},
+                       snap / f"generator_{i:06d}.pt")
 
     t0 = time.perf_counter()
     i = start
