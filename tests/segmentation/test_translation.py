@@ -90,8 +90,8 @@ def test_content_check_accepts_a_faithful_image_and_names_each_failure():
     assert list(stats)[0] == "long_rod"
     # a rod both mostly lost and split counts once as failed
     lost_and_split = faithful.copy()
-    lost_and_split[80:90, 30:130] = 0  # only two 10 px stubs remain: split into two pieces, < half found
-    r = content_check(lost_and_split, ids, CheckThresholds(min_piece_px=5), shapes=shapes)
+    lost_and_split[80:90, 45:115] = 0  # two 25 px stubs remain (21 % each): split in two, < half found
+    r = content_check(lost_and_split, ids, shapes=shapes)
     assert 3 in r["lost_ids"] and 3 in r["split_ids"]
     assert r["by_shape"]["long_rod"]["failed"] == 1
     assert rejection_by_shape([r])["long_rod"]["failed_fraction"] == 1.0
@@ -111,6 +111,15 @@ def test_content_check_counts_merges_after_the_analysis_separation():
     assert content_check(blob, ids, CheckThresholds(separation="none"))["merged"] == 1
     r = content_check(blob, ids)  # watershed, as the analysis: cut at the neck
     assert r["merged"] == 0 and r["split"] == 0 and r["accepted"]
+    # a boundary sliver of a neighbour inside a piece is neither a split nor a merge
+    ids2 = np.zeros((60, 100), np.int32)
+    ids2[20:50, 20:50], ids2[20:50, 50:80] = 1, 2
+    pred = np.zeros((60, 100))
+    pred[20:50, 20:53] = 1  # particle 1 + 3 columns (10 %) of particle 2
+    pred[20:50, 54:80] = 1  # the rest of particle 2
+    assert content_check(pred, ids2, CheckThresholds(min_piece_share=0, merge_share=0))["merged"] == 1  # old rule
+    r = content_check(pred, ids2, CheckThresholds(separation="none"))
+    assert r["merged"] == 0 and r["split"] == 0, r
     with pytest.raises(ValueError, match="differ in size"):
         content_check(np.zeros((10, 10)), ids)
 
