@@ -86,6 +86,8 @@ def main() -> int:
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--snapshot-scenes", type=int, default=24, help="scenes checked per translator snapshot")
     ap.add_argument("--no-loop", action="store_true", help="content check and realism only")
+    ap.add_argument("--routes", default="direct,accepted,direct_accepted,unchecked",
+                    help="segmenters to train: direct, accepted, direct_accepted, unchecked")
     ap.add_argument("--write")
     args = ap.parse_args()
     data = Path(args.data)
@@ -93,6 +95,8 @@ def main() -> int:
         print(f"no real data at {data}; nothing to check", file=sys.stderr)
         return 0
     work = Path(args.work)
+    for sub in ("translated", "snapshots", "unchecked", "direct_accepted", "models"):  # derived: start clean
+        shutil.rmtree(work / sub, ignore_errors=True)
     tdir = Path(args.translator)
     gen, gstate = load_generator(tdir)
     grec = json.loads((tdir / "training.json").read_text())
@@ -141,10 +145,22 @@ def main() -> int:
             for f, base in (("translated.png", src), ("instances.tif", sc), ("scene.json", sc)):
                 shutil.copyfile(base / f, dst / f)
         accepted_dirs = [p for p in (work / "translated").iterdir() if p.is_dir() and p.name not in ("rejected",)]
-        for name, dirs, image in (("direct", sorted({s.parent for s in scenes}), "se.png"),
-                                  ("accepted", accepted_dirs, "translated.png"),
-                                  ("unchecked", [unchecked], "translated.png")):
-            if name == "accepted" and not summary["accepted"]:
+        # the direct renders of just the accepted scenes: translation vs render at equal data
+        direct_acc = work / "direct_accepted"
+        for sc in scenes:
+            name = f"{sc.parent.name}/{sc.name}"
+            if (work / "translated" / name / "scene.json").exists():
+                (direct_acc / name).mkdir(parents=True, exist_ok=True)
+                for f in ("se.png", "instances.tif", "scene.json"):
+                    shutil.copyfile(sc / f, direct_acc / name / f)
+        routes = (("direct", sorted({s.parent for s in scenes}), "se.png"),
+                  ("accepted", accepted_dirs, "translated.png"),
+                  ("direct_accepted", [direct_acc], "se.png"),
+                  ("unchecked", [unchecked], "translated.png"))
+        for name, dirs, image in routes:
+            if name not in args.routes.split(","):
+                continue
+            if name in ("accepted", "direct_accepted") and not summary["accepted"]:
                 continue
             _train(args, dirs, image, work / "models" / name, data, loop)
     cfg = gstate["config"]
@@ -200,7 +216,9 @@ def main() -> int:
                   "trained on images made from the same rendered scenes.", "",
                   "| route | training scenes | steps | fg IoU | inst. F1 (watershed) | AP@0.5 | median ECD error | "
                   "inst. F1 (UECS) |", "|---|---|---|---|---|---|---|---|"]
-        for name, label in (("direct", "direct SE-like renders"), ("accepted", "translations passing the check"),
+        for name, label in (("direct", "direct SE-like renders, all scenes"),
+                            ("accepted", "translations passing the check"),
+                            ("direct_accepted", "direct SE-like renders of the accepted scenes only"),
                             ("unchecked", "all translations, no check")):
             if name not in loop:
                 continue
