@@ -13,7 +13,7 @@ BSTAMP := $(BVENV)/.installed
 TVENV := .venv-triton
 TSTAMP := $(TVENV)/.installed
 
-.PHONY: setup protos run serve test test-slow test-all lint-protos bench gallery segcheck realdata clean
+.PHONY: setup protos run serve test test-slow test-all lint-protos bench gallery segcheck realdata translation-loop clean
 
 setup: $(STAMP) $(BSTAMP) $(TSTAMP)
 
@@ -72,6 +72,19 @@ segcheck: setup
 
 realdata: setup
 	$(BIN)/python tests/bench/realdata_check.py --write docs/realdata.md
+
+# The annotation-free loop, end to end (about 3 h on 2 cores; needs ../shared): render the se and se-rods
+# recipes, train the CycleGAN on the real images, translate + content-check, train one segmenter per
+# route, evaluate on the 20 real images -> docs/translation.md. Every step resumes where it stopped.
+LOOP_DATA ?= out/training-data
+translation-loop: setup
+	$(BIN)/semforge render --recipe se --out $(LOOP_DATA)
+	$(BIN)/semforge render --recipe se-rods --out $(LOOP_DATA)
+	$(BIN)/semforge train translator --data $(foreach n,25 80 160 280 450,$(LOOP_DATA)/datasets/se-tio2-n$(n)) --real ../shared/data/bam-tio2-sem/images \
+	    --out out/translators/bam-tio2-long --steps 2800 --snapshot-every 700 --time-budget-s 6300
+	$(BIN)/python tests/bench/translation_check.py --translator out/translators/bam-tio2-long \
+	    --scenes $(LOOP_DATA)/datasets/se-tio2-n* $(LOOP_DATA)/datasets/se-rods-n* --work out/loop-long \
+	    --write docs/translation.md
 
 clean:
 	rm -rf $(BVENV) $(TVENV)

@@ -87,6 +87,14 @@ def test_render_command_writes_a_dataset_and_resumes(tmp_path):
     assert r.returncode == 0 and "resuming: 2/2" in r.stderr and "0 rendered now" in r.stdout
 
 
+def test_render_recipe_renders_every_dataset_of_the_recipe(tmp_path):
+    r = semforge("render", "--recipe", "tiny", "--out", str(tmp_path / "r"), "--workers", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "r" / "datasets").iterdir()) == ["tiny-n20", "tiny-n60"]
+    assert len(list((tmp_path / "r" / "datasets").rglob("height_noisy.tif"))) == 4
+    assert "recipe tiny: done" in r.stdout
+
+
 def test_measure_command(tmp_path):
     import numpy as np
     from skimage.draw import disk

@@ -261,6 +261,8 @@ def cmd_render(args) -> int:
     from .scenes import RenderUnavailable, render_batch
     from .storage import LocalStore
 
+    if args.recipe:
+        return _render_recipe(args)
     spec = _scene_spec(args)
     out = Path(args.out)
     if args.scenes < 1:
@@ -288,6 +290,27 @@ def cmd_render(args) -> int:
     where = out / "datasets" / args.dataset
     print(f"dataset: {where} ({manifest['scenes']} scene(s), {manifest['rendered_now']} rendered now, "
           f"{time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _render_recipe(args) -> int:
+    from .scenes import RenderUnavailable, render_batch
+    from .segmentation.recipes import recipe_datasets
+    from .storage import LocalStore
+
+    out = Path(args.out)
+    store = LocalStore(out)
+    t0 = time.perf_counter()
+    for name, spec, n in recipe_datasets(args.recipe):
+        if not args.quiet:
+            sys.stderr.write(f"rendering {name}: {n} scene(s) into {out / 'datasets' / name}\n")
+            sys.stderr.flush()
+        try:
+            manifest = render_batch(spec, n, store, name, workers=args.workers)
+        except RenderUnavailable as exc:
+            raise CliError(str(exc), 2) from None
+        print(f"dataset: {out / 'datasets' / name} ({manifest['scenes']} scene(s), {manifest['rendered_now']} rendered now)")
+    print(f"recipe {args.recipe}: done in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -536,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--spec", help="scene spec JSON (mixtures with per-shape size distributions); "
                     "--particles/--size/--seed/--pixel-size-nm/--frames override it")
     rd.add_argument("--workers", type=int, default=None, help="Blender worker processes (default: one per core)")
+    rd.add_argument("--recipe", choices=["se", "transmission", "se-rods", "tiny"],
+                    help="render every dataset of a training-data recipe (OUT/datasets/<recipe dataset>/; resumable)")
     rd.add_argument("--quiet", action="store_true")
     rd.set_defaults(func=cmd_render)
 

@@ -99,6 +99,7 @@ def main() -> int:
         shutil.rmtree(work / sub, ignore_errors=True)
     tdir = Path(args.translator)
     gen, gstate = load_generator(tdir)
+    cfg = gstate["config"]
     grec = json.loads((tdir / "training.json").read_text())
     scenes = find_scenes(args.scenes)
     real = _real(data)
@@ -163,14 +164,18 @@ def main() -> int:
             if name in ("accepted", "direct_accepted") and not summary["accepted"]:
                 continue
             _train(args, dirs, image, work / "models" / name, data, loop)
-    cfg = gstate["config"]
     lines = ["# Image translation (CycleGAN) and the annotation-free loop", "",
-             "Reproduce (the translator and every segmenter trained here are made from the shared real images, so "
-             "none is committed; the figures are):", "", "```",
-             "semforge train translator --data <se-tio2 datasets> --real ../shared/data/bam-tio2-sem/images \\",
-             f"    --out {tdir} --steps {cfg['iterations']} --snapshot-every {cfg.get('snapshot_every', 0)}",
-             f"python tests/bench/translation_check.py --translator {tdir} --scenes <se-tio2 and se-rods datasets> "
-             "--write docs/translation.md", "```", "",
+             "Reproduce with `make translation-loop` (about 3 h on 2 cores; each step resumes), which runs:", "", "```",
+             "semforge render --recipe se --out out/training-data",
+             "semforge render --recipe se-rods --out out/training-data",
+             "semforge train translator --data out/training-data/datasets/se-tio2-n{25,80,160,280,450} \\",
+             f"    --real ../shared/data/bam-tio2-sem/images --out {tdir} --steps {cfg['iterations']} "
+             f"--snapshot-every {cfg.get('snapshot_every', 0)} --time-budget-s 6300",
+             f"python tests/bench/translation_check.py --translator {tdir} \\",
+             "    --scenes out/training-data/datasets/se-tio2-n* out/training-data/datasets/se-rods-n* "
+             "--work out/loop-long --write docs/translation.md", "```", "",
+             "The translator and every segmenter trained here are made from the shared real images, so none is "
+             "committed; the figures are.", "",
              f"Translator run: ResNet generator ngf {cfg['ngf']} / {cfg['n_blocks']} blocks, {cfg['size']} px crops, "
              f"{grec['iterations_done']} iterations in {grec['seconds']:.0f} s ({grec['seconds'] / 3600:.1f} h) on "
              f"this 2-core CPU, seed {cfg['seed']}; {grec['heightmaps']} rendered height maps (recipe `se`), "
