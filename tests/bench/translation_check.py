@@ -53,6 +53,39 @@ def _real(data: Path):
     return out
 
 
+def plot_curve(tdir: Path, png: Path, marks: dict | None = None) -> None:
+    """Loss curves of a translator run (running means over 50 iterations), with optional per-snapshot marks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = json.loads((tdir / "curve.json").read_text())
+    it = np.array([c["iteration"] for c in curve])
+    fig, ax = plt.subplots(1, 2 if marks else 1, figsize=(10 if marks else 6, 3.4), squeeze=False)
+    k = np.ones(50) / 50
+    for key, lab in (("gan", "G adversarial"), ("cycle", "cycle (L1)"), ("identity", "identity (L1)"), ("d", "D")):
+        v = np.array([c[key] for c in curve])
+        ax[0, 0].plot(it[len(k) - 1:], np.convolve(v, k, mode="valid"), label=lab)
+    ax[0, 0].set_xlabel("iteration")
+    ax[0, 0].set_yscale("log")
+    ax[0, 0].legend(fontsize=7)
+    ax[0, 0].set_title(f"{tdir.name}: losses (mean of 50)", fontsize=9)
+    if marks:
+        xs = sorted(marks)
+        ax[0, 1].plot(xs, [marks[x]["median_foreground_iou"] for x in xs], "o-", label="median fg IoU")
+        ax[0, 1].plot(xs, [marks[x]["median_particle_recall"] for x in xs], "s-", label="median particle recall")
+        ax[0, 1].plot(xs, [1 - marks[x]["rejection_rate"] for x in xs], "^-", label="accepted share")
+        ax[0, 1].set_xlabel("iteration")
+        ax[0, 1].set_ylim(0, 1)
+        ax[0, 1].legend(fontsize=7)
+        ax[0, 1].set_title("content check along the run", fontsize=9)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def _realism(real, imgs):
     return {"histogram": histogram_distance(real, imgs), "spectrum": spectrum_distance(real, imgs),
             "discriminator": discriminator_accuracy(real, imgs)}
@@ -86,6 +119,7 @@ def main() -> int:
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--snapshot-scenes", type=int, default=24, help="scenes checked per translator snapshot")
     ap.add_argument("--no-loop", action="store_true", help="content check and realism only")
+    ap.add_argument("--compare", nargs="*", default=[], help="other translator runs checked on the same scenes")
     ap.add_argument("--routes", default="direct,accepted,direct_accepted,unchecked",
                     help="segmenters to train: direct, accepted, direct_accepted, unchecked")
     ap.add_argument("--write")
@@ -114,18 +148,26 @@ def main() -> int:
     real_checks = [dict(content_check(seg.predict(img, modality="se"), inst, th), scene=name)
                    for name, img, inst in real if inst is not None]
     control_real = summarize_checks(real_checks, th)
-    # along the run: every snapshot on an evenly spread subset of scenes
-    along = []
-    snaps = sorted((tdir / "snapshots").glob("generator_*.pt")) if (tdir / "snapshots").is_dir() else []
+    # along the run: every snapshot on an evenly spread subset of scenes (also of other runs, for comparison)
+    along: list[dict] = []
     subset = scenes[:: max(1, len(scenes) // args.snapshot_scenes)][: args.snapshot_scenes]
-    for sp in snaps:
-        g, st = load_generator(sp)
-        print(f"snapshot {sp.name} ...", file=sys.stderr)
-        summ = translate_scenes(g, subset, work / "snapshots" / sp.stem, segmenter=seg, thresholds=th)
-        imgs = [np.asarray(Image.open(p), np.float64) / 255 for p in sorted((work / "snapshots" / sp.stem).rglob("translated.png"))]
-        along.append({"iteration": st["iteration"], "rejection_rate": summ["rejection_rate"],
-                      "median_foreground_iou": summ["median_foreground_iou"],
-                      "median_particle_recall": summ["median_particle_recall"], **_realism(real_imgs, imgs)})
+    for run in [tdir] + [Path(c) for c in args.compare]:
+        snaps = sorted((run / "snapshots").glob("generator_*.pt")) if (run / "snapshots").is_dir() else []
+        if not snaps:
+            snaps = [run / "generator.pt"]
+        for sp in snaps:
+            g, st = load_generator(sp)
+            print(f"{run.name} {sp.name} ...", file=sys.stderr)
+            dest = work / "snapshots" / run.name / sp.stem
+            summ = translate_scenes(g, subset, dest, segmenter=seg, thresholds=th)
+            imgs = [np.asarray(Image.open(p), np.float64) / 255 for p in sorted(dest.rglob("translated.png"))]
+            tr = st["config"]["heightmaps"]
+            along.append({"run": run.name, "iteration": st["iteration"], "planned": st["config"]["iterations"],
+                          "heightmaps": ", ".join(Path(h).name for h in tr),
+                          "rejection_rate": summ["rejection_rate"], "accepted": summ["accepted"],
+                          "median_foreground_iou": summ["median_foreground_iou"],
+                          "median_particle_recall": summ["median_particle_recall"],
+                          **_realism(real_imgs, imgs)})
     print("translating all scenes ...", file=sys.stderr)
     summary = translate_scenes(gen, scenes, work / "translated", segmenter=seg, thresholds=th,
                                progress=lambda i, n, c: print(f"  {i}/{n} {c['scene']} "
@@ -208,12 +250,12 @@ def main() -> int:
              f"| {k} | {v['histogram']:.4f} | {v['spectrum']:.3f} | {v['discriminator']:.3f} |" for k, v in realism.items()] + [
              "", "Accuracy 0.5 = indistinguishable; 1.0 = trivially separable (held-apart halves of both sets)."]
     if along:
-        lines += ["", f"### Along the run ({len(subset)} scenes per snapshot)", "",
-                  "| iteration | rejection | median fg IoU | median particle recall | W1 | spectrum RMS | CNN accuracy |",
-                  "|---|---|---|---|---|---|---|"] + [
-                  f"| {a['iteration']} | {a['rejection_rate']:.0%} | {a['median_foreground_iou']:.3f} | "
-                  f"{a['median_particle_recall']:.3f} | {a['histogram']:.4f} | {a['spectrum']:.3f} | {a['discriminator']:.3f} |"
-                  for a in along]
+        lines += ["", f"### Along the run, and other runs ({len(subset)} evenly spread scenes per generator)", "",
+                  "| run (trained on) | iteration / planned | accepted | median fg IoU | median particle recall | W1 | "
+                  "spectrum RMS | CNN accuracy |", "|---|---|---|---|---|---|---|---|"] + [
+                  f"| {a['run']} ({a['heightmaps']}) | {a['iteration']} / {a['planned']} | {a['accepted']} | "
+                  f"{a['median_foreground_iou']:.3f} | {a['median_particle_recall']:.3f} | {a['histogram']:.4f} | "
+                  f"{a['spectrum']:.3f} | {a['discriminator']:.3f} |" for a in along]
     if loop:
         lines += ["", "## The loop: which synthetic route trains the better segmenter (20 real images)", "",
                   f"Each segmenter: the shipped recipe (UNet++ mobilenet_v2, 256 px patches, batch 8, seed 0), "
@@ -235,6 +277,14 @@ def main() -> int:
         lines += ["", "Full tables (`semforge evaluate`):", ""]
         for name, r in loop.items():
             lines += [f"Route `{name}`:", "", r["table"], ""]
+    if args.write:
+        png = Path(args.write).parent / "images" / f"translator_{tdir.name}.png"
+        plot_curve(tdir, png, {a["iteration"]: a for a in along if a["run"] == tdir.name} or None)
+        for c in args.compare:
+            cp = Path(args.write).parent / "images" / f"translator_{Path(c).name}.png"
+            plot_curve(Path(c), cp, {a["iteration"]: a for a in along if a["run"] == Path(c).name} or None)
+            lines.append(f"Curves of `{Path(c).name}`: `{cp.relative_to(Path(args.write).parent)}`.")
+        lines += ["", f"Curves: `{png.relative_to(Path(args.write).parent)}`."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
