@@ -73,18 +73,25 @@ segcheck: setup
 realdata: setup
 	$(BIN)/python tests/bench/realdata_check.py --write docs/realdata.md
 
-# The annotation-free loop, end to end (about 3 h on 2 cores; needs ../shared): render the se and se-rods
-# recipes, train the CycleGAN on the real images, translate + content-check, train one segmenter per
-# route, evaluate on the 20 real images -> docs/translation.md. Every step resumes where it stopped.
+# The annotation-free loop, end to end (about 3.5 h on 2 cores; needs ../shared): render the se and se-rods
+# recipes, train two CycleGANs on the real images (all densities, 2800 iterations; sparse fields only, 1200),
+# translate + content-check, train one segmenter per route, evaluate on the 20 real images
+# -> docs/translation.md. Every step resumes where it stopped.
 LOOP_DATA ?= out/training-data
+LD = $(LOOP_DATA)/datasets
 translation-loop: setup
 	$(BIN)/semforge render --recipe se --out $(LOOP_DATA)
 	$(BIN)/semforge render --recipe se-rods --out $(LOOP_DATA)
-	$(BIN)/semforge train translator --data $(foreach n,25 80 160 280 450,$(LOOP_DATA)/datasets/se-tio2-n$(n)) --real ../shared/data/bam-tio2-sem/images \
-	    --out out/translators/bam-tio2-long --steps 2800 --snapshot-every 700 --time-budget-s 6300
-	$(BIN)/python tests/bench/translation_check.py --translator out/translators/bam-tio2-long \
-	    --scenes $(LOOP_DATA)/datasets/se-tio2-n* $(LOOP_DATA)/datasets/se-rods-n* --work out/loop-long \
-	    --write docs/translation.md
+	$(BIN)/semforge train translator --data $(foreach n,25 80 160 280 450,$(LD)/se-tio2-n$(n)) \
+	    --real ../shared/data/bam-tio2-sem/images --out out/translators/bam-tio2-long --steps 2800 \
+	    --snapshot-every 700 --time-budget-s 6300
+	$(BIN)/semforge train translator --data $(LD)/se-tio2-n25 $(LD)/se-tio2-n80 \
+	    --real ../shared/data/bam-tio2-sem/images --out out/translators/bam-tio2-sparse --steps 1200 \
+	    --snapshot-every 600 --time-budget-s 2100
+	$(BIN)/python tests/bench/translation_check.py --translator out/translators/bam-tio2-sparse \
+	    --compare out/translators/bam-tio2-long \
+	    --scenes $(foreach n,25 80 160 280 450,$(LD)/se-tio2-n$(n)) $(LD)/se-rods-n60 $(LD)/se-rods-n160 \
+	    --work out/loop-sparse --steps 200 --eval-every 100 --snapshot-scenes 16 --write docs/translation.md
 
 clean:
 	rm -rf $(BVENV) $(TVENV)

@@ -206,16 +206,21 @@ def main() -> int:
             if name in ("accepted", "direct_accepted") and not summary["accepted"]:
                 continue
             _train(args, dirs, image, work / "models" / name, data, loop)
+    def train_cmd(run: Path) -> str:
+        c = load_generator(run)[1]["config"]
+        names = " ".join(f"$DATA/{Path(h).name}" for h in c["heightmaps"])
+        return (f"semforge train translator --data {names} --real ../shared/data/bam-tio2-sem/images --out {run} "
+                f"--steps {c['iterations']} --snapshot-every {c.get('snapshot_every', 0)} "
+                f"--time-budget-s {c['time_budget_s']:.0f}")
+
     lines = ["# Image translation (CycleGAN) and the annotation-free loop", "",
-             "Reproduce with `make translation-loop` (about 3 h on 2 cores; each step resumes), which runs:", "", "```",
+             "Reproduce with `make translation-loop` (about 3.5 h on 2 cores; every step resumes), which runs "
+             "(DATA=out/training-data/datasets):", "", "```",
              "semforge render --recipe se --out out/training-data",
-             "semforge render --recipe se-rods --out out/training-data",
-             "semforge train translator --data out/training-data/datasets/se-tio2-n{25,80,160,280,450} \\",
-             f"    --real ../shared/data/bam-tio2-sem/images --out {tdir} --steps {cfg['iterations']} "
-             f"--snapshot-every {cfg.get('snapshot_every', 0)} --time-budget-s 6300",
-             f"python tests/bench/translation_check.py --translator {tdir} \\",
-             "    --scenes out/training-data/datasets/se-tio2-n* out/training-data/datasets/se-rods-n* "
-             "--work out/loop-long --write docs/translation.md", "```", "",
+             "semforge render --recipe se-rods --out out/training-data"] + [
+             train_cmd(r) for r in [Path(c) for c in args.compare] + [tdir]] + [
+             "python tests/bench/translation_check.py " + " ".join(
+                 a if not a.startswith("/") else "$DATA/" + Path(a).name for a in sys.argv[1:]), "```", "",
              "The translator and every segmenter trained here are made from the shared real images, so none is "
              "committed; the figures are.", "",
              f"Translator run: ResNet generator ngf {cfg['ngf']} / {cfg['n_blocks']} blocks, {cfg['size']} px crops, "
