@@ -63,7 +63,10 @@ class TranslateServicer(translate_pb2_grpc.TranslateServiceServicer):
         info = put_png(self.store, np.clip(np.rint(img * 255), 0, 255).astype(np.uint8))
         resp = translate_pb2.TranslateResponse(image=ref_pb(info, "image/png"))
         if request.instances.key:
-            ids = tifffile.imread(io.BytesIO(self.store.get_bytes(request.instances.key))).astype(np.int32)
+            try:
+                ids = tifffile.imread(io.BytesIO(self.store.get_bytes(request.instances.key))).astype(np.int32)
+            except (ValueError, tifffile.TiffFileError) as exc:
+                raise ValueError(f"instances is not an instance-label TIFF: {exc}") from None
             c = content_check(self._segmenter().predict(img, modality="se"), ids)
             resp.accepted, resp.foreground_iou, resp.particle_recall = c["accepted"], c["foreground_iou"], c["particle_recall"]
             resp.invented_fraction, resp.split, resp.merged = c["invented_fraction"], c["split"], c["merged"]

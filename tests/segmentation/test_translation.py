@@ -171,6 +171,11 @@ def test_translate_dataset_in_the_store_resumes_and_is_a_training_dataset(domain
         translate_dataset(gen, store, "nothing", "x")
     with pytest.raises(ValueError, match="differ"):
         translate_dataset(gen, store, "rendered", "rendered")
+    store.put_bytes("datasets/broken/scene_00000/height_noisy.tif", b"not a tiff")
+    store.put_bytes("datasets/broken/scene_00000/instances.tif", b"not a tiff")
+    store.put_bytes("datasets/broken/scene_00000/scene.json", b"{}")
+    with pytest.raises(ValueError, match="not a readable rendered scene"):
+        translate_dataset(gen, store, "broken", "x")
 
 
 def test_translate_service_over_grpc(domains, tmp_path, monkeypatch):

@@ -167,13 +167,17 @@ def translate_dataset(generator, store, dataset: str, out_dataset: str, *, segme
         else:
             src = f"{pre}{name}/"
             try:
-                height = tifffile.imread(io.BytesIO(store.get_bytes(src + "height_noisy.tif"))).astype(np.float32)
+                height_bytes = store.get_bytes(src + "height_noisy.tif")
                 ids_bytes = store.get_bytes(src + "instances.tif")
+                info_bytes = store.get_bytes(src + "scene.json")
             except ObjectNotFound as exc:
                 raise ObjectNotFound(f"{src} is not a complete rendered scene (no {exc})") from None
-            ids = tifffile.imread(io.BytesIO(ids_bytes)).astype(np.int32)
-            info_bytes = store.get_bytes(src + "scene.json")
-            info = json.loads(info_bytes)
+            try:
+                height = tifffile.imread(io.BytesIO(height_bytes)).astype(np.float32)
+                ids = tifffile.imread(io.BytesIO(ids_bytes)).astype(np.int32)
+                info = json.loads(info_bytes)
+            except (ValueError, tifffile.TiffFileError) as exc:
+                raise ValueError(f"{src} is not a readable rendered scene: {exc}") from None
             img = translate(generator, height)
             check = content_check(segmenter.predict(img, modality="se"), ids, thresholds,
                                   shapes={p["id"]: p["shape"] for p in info.get("particles", [])})

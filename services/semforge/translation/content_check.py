@@ -94,7 +94,8 @@ def content_check(pred_prob: np.ndarray, instances: np.ndarray, thresholds: Chec
     share = table / np.maximum(area[1:], 1)[None, :]  # share of each particle inside each piece
     big = (table >= t.min_piece_px) & (share >= t.min_piece_share)
     split = [k + 1 for k in range(n_ids) if k + 1 in set(visible) and big[:, k].sum() >= 2]
-    merged = int(((share >= t.merge_share) & (table >= t.min_piece_px)).sum(axis=1).__ge__(2).sum())
+    holds = (share >= t.merge_share) & (table >= t.min_piece_px)  # piece x particle: most of it is in the piece
+    merged = int((holds.sum(axis=1) >= 2).sum())
     nv = max(len(visible), 1)
     reasons = []
     if iou < t.min_foreground_iou:
