@@ -631,6 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
+    from .segmentation.adapt import add_parser as _add_adapt  # #16: semforge adapt lives in its module
+    _add_adapt(sub)
+
     for name, why in _NOT_YET.items():
         x = sub.add_parser(name, help=f"(not available yet: {why})")
         x.add_argument("rest", nargs=argparse.REMAINDER)

@@ -1,0 +1,321 @@
+"""Adaptation of a shipped segmenter to an instrument from its unlabeled images (``semforge adapt``).
+
+Route: self-training on confident pseudo-labels. The base model (the shipped UNet++ of the
+modality, an ONNX file) segments every unlabeled image; its instances (threshold, separation as
+the analysis runs them) become targets in the training convention (foreground with the gaps
+between touching particles cut out; border channel = the gaps and the narrow lines between
+particles). Pixels where the base model is unsure (particle probability between ``low`` and
+``high``) carry no loss. The network is rebuilt in PyTorch from the ONNX file itself (batch norm
+is folded into the convolutions at export, so the rebuilt network has none), fine-tuned on
+augmented crops of the real images and exported as a new model version with its record
+(``training.json``: base model, images, config, seed, curve).
+
+No human mask is read here: the images are used unlabeled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["AdaptConfig", "adapt_segmenter", "torch_from_onnx", "pseudo_labels"]
+
+
+@dataclass
+class AdaptConfig:
+    images: list[str] = field(default_factory=list)  # image files (unlabeled)
+    modality: str = "se"
+    base: str = ""  # model version folder (models_repo/<name>/<version>) to start from; "" = shipped
+    steps: int = 300
+    batch: int = 4
+    patch: int = 256
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    low: float = 0.2  # particle probability below: confident background
+    high: float = 0.8  # above: confident particle
+    threshold: float = 0.5
+    separate: str = "watershed"
+    watershed_h: float = 0.5
+    border_weight: float = 5.0
+    freeze_encoder: bool = True  # fine-tune the decoder only (about half the CPU time per step)
+    seed: int = 0
+    threads: int = 1
+
+    def validate(self) -> None:
+        if not self.images:
+            raise ValueError("no images to adapt to")
+        if self.modality not in ("se", "him", "stem", "tem"):
+            raise ValueError(f"unknown modality {self.modality!r}; use se, him, stem or tem")
+        if not 0 <= self.low < self.threshold < self.high <= 1:
+            raise ValueError("need 0 <= low < threshold < high <= 1")
+        if self.steps < 1 or self.batch < 1 or self.patch % 32 or self.patch < 64:
+            raise ValueError("steps and batch must be >= 1, patch a multiple of 32 and >= 64")
+
+    @property
+    def dark(self) -> bool:
+        return self.modality in ("stem", "tem")
+
+
+def torch_from_onnx(onnx_path: str | os.PathLike, model_cfg) -> "torch.nn.Module":  # noqa: F821
+    """The UNet++ of ``model_cfg`` with the weights of an exported ONNX file (batch norm folded away).
+
+    The exporter folds each BatchNorm into the convolution before it; here every BatchNorm is
+    replaced by an identity and its convolution takes the folded weight and bias. Convolutions
+    are paired with the ONNX Conv nodes in execution order, by shape and module name.
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from torch import nn
+
+    from .model import build_model
+
+    net = build_model(model_cfg).eval()
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod)) for m in net.modules()
+             if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    with torch.no_grad():
+        net(torch.zeros(1, 1, 64, 64))
+    for h in hooks:
+        h.remove()
+    g = onnx.load(str(onnx_path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    names = {m: n for n, m in net.named_modules()}
+    tconvs = [m for m in order if isinstance(m, nn.Conv2d)]
+    # the exporter drops convolutions whose output is unused (encoder stages beyond the depth):
+    # pair each ONNX Conv with the next executed convolution of the same shape and module name
+    folded_bn, j = set(), 0
+    for k, node in enumerate(convs):
+        w = inits[node.input[1]]
+        leaf = node.name.rsplit("/", 2)[-2] if "/" in node.name else ""
+        while j < len(tconvs) and (tuple(w.shape) != tuple(tconvs[j].weight.shape)
+                                   or not names[tconvs[j]].endswith(leaf)):
+            j += 1
+        if j == len(tconvs):
+            raise ValueError(f"{onnx_path}: convolution {k} ({node.name}, {w.shape}) has no match in the model config")
+        conv = tconvs[j]
+        j += 1
+        conv.weight.data = torch.from_numpy(w.copy())
+        b = inits[node.input[2]] if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)
+        conv.bias = nn.Parameter(torch.from_numpy(np.array(b, np.float32)))
+        i = order.index(conv)
+        if i + 1 < len(order) and isinstance(order[i + 1], nn.BatchNorm2d):
+            folded_bn.add(id(order[i + 1]))
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if id(child) in folded_bn:
+                setattr(parent, name, nn.Identity())
+    return net
+
+
+def pseudo_labels(probs: np.ndarray, cfg: AdaptConfig, pixel_size_nm: float | None = None):
+    """Targets ``(2, H, W)`` (foreground with gaps, border) and a pixel weight (0 = unsure) from probabilities."""
+    from ..analysis._separate import clean_mask, separate
+    from .data import narrow_gaps, touching_gaps
+
+    comb = probs[0] * (1 - probs[1]) if probs.shape[0] > 1 else probs[0]
+    mask = clean_mask(comb >= cfg.threshold)
+    inst = separate(mask, mode=cfg.separate, pixel_size_nm=pixel_size_nm, watershed_h=cfg.watershed_h).labels
+    inst = inst.astype(np.int32)
+    gaps = touching_gaps(inst)
+    fg = (inst > 0) & ~gaps
+    border = gaps | narrow_gaps(inst)
+    sure = (probs[0] >= cfg.high) | (probs[0] <= cfg.low)
+    # a predicted particle's own uncertain rim stays unweighted; cut lines are always learned
+    weight = (sure | border).astype(np.float32)
+    return np.stack([fg, border]).astype(np.float32), weight
+
+
+def _augment(rng, im, y, w, patch):
+    h, wd = im.shape
+    y0, x0 = int(rng.integers(h - patch + 1)), int(rng.integers(wd - patch + 1))
+    sl = (slice(y0, y0 + patch), slice(x0, x0 + patch))
+    im, y, w = im[sl], y[:, sl[0], sl[1]], w[sl]
+    if rng.random() < 0.5:
+        im, y, w = im[:, ::-1], y[:, :, ::-1], w[:, ::-1]
+    k = int(rng.integers(4))
+    im, y, w = np.rot90(im, k), np.rot90(y, k, axes=(1, 2)), np.rot90(w, k)
+    im = np.clip(im, 0, 1) ** np.exp(rng.uniform(-0.3, 0.3))
+    im = (im - im.mean()) * rng.uniform(0.75, 1.3) + im.mean() + rng.uniform(-0.08, 0.08)
+    if rng.random() < 0.3:
+        im = ndi.gaussian_filter(im, rng.uniform(0.3, 1.0))
+    if rng.random() < 0.5:
+        im = im + rng.normal(0, rng.uniform(0.0, 0.04), im.shape)
+    return (np.ascontiguousarray(np.clip(im, 0, 1), np.float32), np.ascontiguousarray(y, np.float32),
+            np.ascontiguousarray(w, np.float32))
+
+
+def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
+                    progress: Callable[[dict], None] | None = None) -> dict:
+    """Self-train from ``cfg.base`` on ``cfg.images``; write ``out_dir/model.onnx`` + ``training.json``."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..analysis import detect_databar, load_image, to_gray_float
+    from ..inference import SHIPPED, OnnxSegmenter, model_dir
+    from .model import ModelConfig, export_onnx, normalize
+
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    t0 = time.perf_counter()
+    base = Path(cfg.base) if cfg.base else model_dir(SHIPPED[cfg.modality])
+    meta = json.loads((base / "training.json").read_text())
+    if meta.get("outputs") != ["particle", "border"]:
+        raise ValueError(f"{base}: adaptation needs a particle + border model, got outputs {meta.get('outputs')}")
+    mcfg = ModelConfig(**meta["config"]["model"])
+    seg = OnnxSegmenter(base.parent.name, version=int(base.name), repo=base.parent.parent, threads=cfg.threads)
+    data = []
+    for p in cfg.images:
+        img = load_image(p)
+        rows = detect_databar(img.pixels)
+        gray = to_gray_float(img.pixels)[:rows].astype(np.float32)
+        probs = seg.predict_channels(gray)
+        y, w = pseudo_labels(probs, cfg, img.calibration.pixel_size_nm)
+        x = 1 - gray if cfg.dark else gray  # the network sees dark particles inverted
+        if min(x.shape) < cfg.patch:
+            raise ValueError(f"{p}: image smaller than the training crop ({cfg.patch} px)")
+        data.append((x, y, w))
+    t_data = time.perf_counter() - t0
+    net = torch_from_onnx(base / "model.onnx", mcfg)
+    net.train()
+    if cfg.freeze_encoder:
+        for prm in net.encoder.parameters():
+            prm.requires_grad_(False)
+    opt = torch.optim.AdamW([q for q in net.parameters() if q.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
+    curve = []
+    for step in range(1, cfg.steps + 1):
+        xs, ys, ws = zip(*(_augment(rng, *data[int(rng.integers(len(data)))], cfg.patch) for _ in range(cfg.batch)))
+        x = torch.from_numpy(normalize(np.stack(xs)[:, None]))
+        y, w = torch.from_numpy(np.stack(ys)), torch.from_numpy(np.stack(ws))
+        logits = net(x)
+        l_fg = (F.binary_cross_entropy_with_logits(logits[:, 0], y[:, 0], reduction="none") * w).sum() / w.sum().clamp(min=1)
+        bw = w * (1 + (cfg.border_weight - 1) * y[:, 1])
+        l_b = (F.binary_cross_entropy_with_logits(logits[:, 1], y[:, 1], reduction="none") * bw).sum() / bw.sum().clamp(min=1)
+        loss = l_fg + l_b
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        curve.append({"step": step, "loss": round(loss.item(), 5)})
+        if progress and (step % 20 == 0 or step == cfg.steps):
+            progress({"step": step, "loss": float(np.mean([c["loss"] for c in curve[-20:]])),
+                      "elapsed_s": round(time.perf_counter() - t0, 1)})
+    net.eval()
+    export_onnx(net, out / "model.onnx")
+    record = dict(meta)
+    record.update({
+        "adaptation": {"route": "self-training on confident pseudo-labels", "base": str(base),
+                       "base_record": meta.get("config"), "images": [str(p) for p in cfg.images],
+                       "config": asdict(cfg), "curve": curve[:: max(1, len(curve) // 200)],
+                       "seconds": {"pseudo_labels": round(t_data, 1),
+                                   "train": round(time.perf_counter() - t0 - t_data, 1)},
+                       "machine": f"{platform.machine()}, torch {torch.__version__}, {cfg.threads} threads",
+                       "human_masks_used": False},
+        "onnx_bytes": (out / "model.onnx").stat().st_size,
+    })
+    (out / "training.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".dm3", ".dm4")
+
+
+def _next_version(folder: Path) -> int:
+    vs = [int(p.name) for p in folder.glob("*") if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
+    return max(vs, default=0) + 1
+
+
+def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base: str = "", steps: int = 200,
+                  batch: int = 4, patch: int = 192, seed: int = 0, threads: int = 1, freeze_encoder: bool = True,
+                  progress: Callable[[str], None] | None = None) -> dict:
+    """``semforge adapt``: new version(s) of the model folder ``out`` adapted to the images of ``images``.
+
+    ``folds`` = 0: one version from all images. ``folds`` = k >= 2: k versions, version i trained on
+    every image outside fold i (contiguous blocks of the sorted names), and ``out/folds.json`` saying
+    which images each version saw -- so that each image can be scored by a version that never saw it.
+    """
+    import shutil
+
+    from ..inference import SHIPPED, model_dir
+
+    src = Path(images)
+    if not src.is_dir():
+        raise FileNotFoundError(f"no image folder {src}")
+    paths = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {src}")
+    if folds == 1 or folds < 0 or folds > len(paths):
+        raise ValueError(f"--folds must be 0 or 2..{len(paths)}, got {folds}")
+    base_dir = Path(base) if base else model_dir(SHIPPED[modality]) if modality in SHIPPED else None
+    if base_dir is None:
+        raise ValueError(f"unknown modality {modality!r}; use se, him, stem or tem")
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    if not (dest / "config.pbtxt").exists() and (base_dir.parent / "config.pbtxt").exists():
+        text = (base_dir.parent / "config.pbtxt").read_text().replace(f'"{base_dir.parent.name}"', f'"{dest.name}"')
+        (dest / "config.pbtxt").write_text(text)
+    if folds:
+        bounds = np.linspace(0, len(paths), folds + 1).round().astype(int)
+        groups = [paths[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        plans = [[p for p in paths if p not in g] for g in groups]
+    else:
+        plans = [paths]
+    versions = {}
+    for plan in plans:
+        v = _next_version(dest)
+        cfg = AdaptConfig(images=[str(p) for p in plan], modality=modality, base=str(base_dir), steps=steps,
+                          batch=batch, patch=patch, seed=seed, threads=threads, freeze_encoder=freeze_encoder)
+        say = (lambda ev, v=v: progress(f"version {v}: step {ev['step']}/{steps} loss {ev['loss']:.4f} "
+                                        f"({ev['elapsed_s']:.0f} s)")) if progress else None
+        adapt_segmenter(cfg, dest / str(v), progress=say)
+        versions[str(v)] = [p.stem for p in plan]
+    if folds:
+        (dest / "folds.json").write_text(json.dumps({"key": dest.name, "modality": modality, "versions": versions},
+                                                    indent=1))
+    return {"out": str(dest), "versions": versions}
+
+
+def add_parser(sub) -> None:
+    """The ``adapt`` sub-command (``semforge adapt --help``)."""
+    a = sub.add_parser("adapt", help="adapt the shipped segmenter to an instrument from unlabeled images "
+                                     "(self-training on confident pseudo-labels) -> a new model version")
+    a.add_argument("--images", required=True, help="folder of unlabeled images of the instrument")
+    a.add_argument("--modality", required=True, choices=["se", "him", "stem", "tem"])
+    a.add_argument("--out", required=True, help="model folder (Triton layout); the result is its next version")
+    a.add_argument("--base", default="", help="model version folder to start from (default: the shipped model)")
+    a.add_argument("--folds", type=int, default=0, help="k >= 2: k versions for cross-validation (folds.json)")
+    a.add_argument("--steps", type=int, default=200)
+    a.add_argument("--batch", type=int, default=4)
+    a.add_argument("--patch", type=int, default=192)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--full", action="store_true", help="fine-tune the encoder too (default: decoder only)")
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(func=_cmd_adapt)
+
+
+def _cmd_adapt(args) -> int:
+    import sys
+
+    say = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    res = adapt_command(args.images, args.modality, args.out, folds=args.folds, base=args.base, steps=args.steps,
+                        batch=args.batch, patch=args.patch, seed=args.seed, threads=args.threads,
+                        freeze_encoder=not args.full, progress=say)
+    for v, seen in res["versions"].items():
+        print(f"{res['out']}/{v}: adapted on {len(seen)} images")
+    return 0
