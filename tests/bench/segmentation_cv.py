@@ -80,6 +80,23 @@ class Model:
         return p
 
 
+class MeanOfScales(Model):
+    """Mean of a model's probabilities at several input scales (test-time multi-scale fusion)."""
+
+    def __init__(self, model: Model, scales: tuple[float, ...]):
+        super().__init__(f"{model.key}-mean" + "+".join(f"{x:g}" for x in scales), model.modality, None)
+        self.model, self.scales = model, scales
+
+    def probs(self, s, scale: float) -> np.ndarray:
+        return np.mean([self.model.probs(s, x * scale) for x in self.scales], axis=0)
+
+
+def seconds_of(model: Model, scale: float) -> float:
+    if isinstance(model, MeanOfScales):
+        return sum(seconds(model.model, x * scale) for x in model.scales)
+    return seconds(model, scale)
+
+
 def shipped(modality: str) -> Model:
     seg = OnnxSegmenter(SHIPPED[modality], threads=1)
     return Model("shipped", modality, seg.predict_channels)
@@ -176,7 +193,7 @@ def run_modality(modality: str, routes: list[tuple[str, Model, float, str]], log
             fig = aggregate([tab[v.label()][n] for n in names])
             chosen = f"fixed: {v.label()}"
             out[label] = {"figures": fig, "fixed": v.label()}
-        lines.append(row(label, fig, chosen, seconds(model, scale)))
+        lines.append(row(label, fig, chosen, seconds_of(model, scale)))
         log(lines[-1])
     return "\n".join(lines), out
 
@@ -186,6 +203,7 @@ def main() -> int:
     ap.add_argument("--modality", default="both", choices=("se", "tem", "both"))
     ap.add_argument("--adapted", nargs="*", default=[], help="semforge adapt output folders (with folds.json)")
     ap.add_argument("--scales", default="1,1.5")
+    ap.add_argument("--only-adapted", action="store_true", help="rows of the --adapted models only")
     ap.add_argument("--write")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -202,8 +220,14 @@ def main() -> int:
                   ("shipped / uecs (fixed)", sh, 1.0, "uecs"),
                   ("shipped / watershed (fixed)", sh, 1.0, "watershed"),
                   ("shipped (CV)", sh, 1.0, "cv")]
-        for s in [float(x) for x in args.scales.split(",") if float(x) != 1.0]:
+        extra = [float(x) for x in args.scales.split(",") if float(x) != 1.0]
+        for s in extra:
             routes.append((f"shipped, input x{s:g} (CV)", sh, s, "cv"))
+        if extra:
+            ms = MeanOfScales(sh, (1.0, *extra))
+            routes.append((f"shipped, mean of inputs x1 and x{'/'.join(f'{x:g}' for x in extra)} (CV)", ms, 1.0, "cv"))
+        if args.only_adapted:
+            routes = []
         for a in args.adapted:
             p = Path(a)
             if (p / "folds.json").exists() and json.loads((p / "folds.json").read_text()).get("modality") == mod:

@@ -101,3 +101,19 @@ def test_real_tsem_masks_load_with_the_data_bar_cut():
     perfect = image_stats(s.truth, s.truth, s.pixel_size_nm)
     fig = aggregate([perfect])
     assert fig["instance_f1"] == 1.0 and fig["anatomy"]["matched"] == 1.0 and fig["boundary_offset_px"] == 0.0
+
+
+def test_separation_growth_is_the_harness_offset():
+    """RECOMMENDED['se'] grows particles by 1 px after separation: the same labels as the harness' offset +1."""
+    from semforge.analysis._separate import RECOMMENDED, separate
+
+    shape = (120, 160)
+    p = np.zeros((2, *shape), np.float32)
+    m = _disc(shape, 60, 50, 18) | _disc(shape, 60, 82, 16) | _disc(shape, 20, 130, 8)
+    p[0][m] = 0.95
+    harness = instances_from_probabilities(p, PostParams(offset_px=1))
+    sep = separate(m, mode="watershed", grow_px=1)
+    assert sep.labels.max() == harness.max() == 3
+    assert np.array_equal(sep.labels > 0, harness > 0)
+    assert sum(i.mask.sum() for i in sep.instances) == (sep.labels > 0).sum() > m.sum()
+    assert RECOMMENDED["se"]["grow_px"] == 1 and RECOMMENDED["se"]["separate"] == "watershed"

@@ -44,6 +44,8 @@ class AdaptConfig:
     threshold: float = 0.5
     separate: str = "watershed"
     watershed_h: float = 0.5
+    offset_px: int = 0  # pseudo-label outlines grown (+1) / shrunk (-1) by a pixel (the CV-chosen correction)
+    min_contrast: float = 0.0  # pseudo-label instances with less contrast to their ring are dropped (spurious)
     border_weight: float = 5.0
     freeze_encoder: bool = True  # fine-tune the decoder only (about half the CPU time per step)
     seed: int = 0
@@ -117,19 +119,25 @@ def torch_from_onnx(onnx_path: str | os.PathLike, model_cfg) -> "torch.nn.Module
     return net
 
 
-def pseudo_labels(probs: np.ndarray, cfg: AdaptConfig, pixel_size_nm: float | None = None):
-    """Targets ``(2, H, W)`` (foreground with gaps, border) and a pixel weight (0 = unsure) from probabilities."""
-    from ..analysis._separate import clean_mask, separate
+def pseudo_labels(probs: np.ndarray, cfg: AdaptConfig, pixel_size_nm: float | None = None,
+                  gray: np.ndarray | None = None):
+    """Targets ``(2, H, W)`` (foreground with gaps, border) and a pixel weight (0 = unsure) from probabilities.
+
+    The instances are those of the harness' post-processing (:mod:`.crossval`) with the config's
+    threshold, separation, offset and contrast filter; ``gray`` is the image as shown (for the filter).
+    """
+    from .crossval import PostParams, instances_from_probabilities
     from .data import narrow_gaps, touching_gaps
 
-    comb = probs[0] * (1 - probs[1]) if probs.shape[0] > 1 else probs[0]
-    mask = clean_mask(comb >= cfg.threshold)
-    inst = separate(mask, mode=cfg.separate, pixel_size_nm=pixel_size_nm, watershed_h=cfg.watershed_h).labels
-    inst = inst.astype(np.int32)
+    post = PostParams(threshold=cfg.threshold, separate=cfg.separate, h=cfg.watershed_h, offset_px=cfg.offset_px,
+                      min_contrast=cfg.min_contrast)
+    inst = instances_from_probabilities(probs, post, gray=gray, dark=cfg.dark, pixel_size_nm=pixel_size_nm)
     gaps = touching_gaps(inst)
     fg = (inst > 0) & ~gaps
     border = gaps | narrow_gaps(inst)
     sure = (probs[0] >= cfg.high) | (probs[0] <= cfg.low)
+    if cfg.offset_px or cfg.min_contrast:  # the corrected outlines / dropped objects are meant to be learned
+        sure |= (inst > 0) != (probs[0] >= 0.5)
     # a predicted particle's own uncertain rim stays unweighted; cut lines are always learned
     weight = (sure | border).astype(np.float32)
     return np.stack([fg, border]).astype(np.float32), weight
@@ -183,7 +191,7 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
         rows = detect_databar(img.pixels)
         gray = to_gray_float(img.pixels)[:rows].astype(np.float32)
         probs = seg.predict_channels(gray)
-        y, w = pseudo_labels(probs, cfg, img.calibration.pixel_size_nm)
+        y, w = pseudo_labels(probs, cfg, img.calibration.pixel_size_nm, gray)
         x = 1 - gray if cfg.dark else gray  # the network sees dark particles inverted
         if min(x.shape) < cfg.patch:
             raise ValueError(f"{p}: image smaller than the training crop ({cfg.patch} px)")
@@ -242,7 +250,7 @@ def _next_version(folder: Path) -> int:
 
 def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base: str = "", steps: int = 200,
                   batch: int = 4, patch: int = 192, seed: int = 0, threads: int = 1, freeze_encoder: bool = True,
-                  progress: Callable[[str], None] | None = None) -> dict:
+                  pseudo: dict | None = None, progress: Callable[[str], None] | None = None) -> dict:
     """``semforge adapt``: new version(s) of the model folder ``out`` adapted to the images of ``images``.
 
     ``folds`` = 0: one version from all images. ``folds`` = k >= 2: k versions, version i trained on
@@ -279,7 +287,8 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
     for plan in plans:
         v = _next_version(dest)
         cfg = AdaptConfig(images=[str(p) for p in plan], modality=modality, base=str(base_dir), steps=steps,
-                          batch=batch, patch=patch, seed=seed, threads=threads, freeze_encoder=freeze_encoder)
+                          batch=batch, patch=patch, seed=seed, threads=threads, freeze_encoder=freeze_encoder,
+                          **(pseudo or {}))
         say = (lambda ev, v=v: progress(f"version {v}: step {ev['step']}/{steps} loss {ev['loss']:.4f} "
                                         f"({ev['elapsed_s']:.0f} s)")) if progress else None
         adapt_segmenter(cfg, dest / str(v), progress=say)
@@ -305,6 +314,12 @@ def add_parser(sub) -> None:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--threads", type=int, default=1)
     a.add_argument("--full", action="store_true", help="fine-tune the encoder too (default: decoder only)")
+    a.add_argument("--threshold", type=float, default=0.5, help="pseudo-labels: particle threshold (default 0.5)")
+    a.add_argument("--watershed-h", type=float, default=0.5, help="pseudo-labels: watershed h (default 0.5)")
+    a.add_argument("--offset-px", type=int, default=0, choices=[-1, 0, 1],
+                   help="pseudo-labels: grow (+1) / shrink (-1) outlines by a pixel (default 0)")
+    a.add_argument("--min-contrast", type=float, default=0.0,
+                   help="pseudo-labels: drop objects with less contrast to their surrounding (default 0: off)")
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=_cmd_adapt)
 
@@ -315,7 +330,9 @@ def _cmd_adapt(args) -> int:
     say = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     res = adapt_command(args.images, args.modality, args.out, folds=args.folds, base=args.base, steps=args.steps,
                         batch=args.batch, patch=args.patch, seed=args.seed, threads=args.threads,
-                        freeze_encoder=not args.full, progress=say)
+                        freeze_encoder=not args.full, progress=say,
+                        pseudo={"threshold": args.threshold, "watershed_h": args.watershed_h,
+                                "offset_px": args.offset_px, "min_contrast": args.min_contrast})
     for v, seen in res["versions"].items():
         print(f"{res['out']}/{v}: adapted on {len(seen)} images")
     return 0
