@@ -117,3 +117,22 @@ def test_separation_growth_is_the_harness_offset():
     assert np.array_equal(sep.labels > 0, harness > 0)
     assert sum(i.mask.sum() for i in sep.instances) == (sep.labels > 0).sum() > m.sum()
     assert RECOMMENDED["se"]["grow_px"] == 1 and RECOMMENDED["se"]["separate"] == "watershed"
+
+
+def test_low_contrast_objects_are_dropped_with_known_contrast():
+    from semforge.analysis._separate import RECOMMENDED, drop_low_contrast, particle_contrast
+
+    shape = (100, 140)
+    gray = np.full(shape, 0.8, np.float32)
+    lab = np.zeros(shape, np.int32)
+    lab[_disc(shape, 30, 30, 10)] = 1
+    gray[lab == 1] = 0.3  # a real particle: 0.5 darker than its surrounding
+    lab[_disc(shape, 60, 100, 8)] = 2
+    gray[lab == 2] = 0.7  # a faint blob: 0.1 darker
+    c = particle_contrast(lab, gray, dark=True)
+    assert c == pytest.approx([0.5, 0.1], abs=1e-6)
+    assert particle_contrast(lab, gray, dark=False) == pytest.approx([-0.5, -0.1], abs=1e-6)
+    out = drop_low_contrast(lab, gray, dark=True, min_contrast=RECOMMENDED["tem"]["min_contrast"])
+    assert out.max() == 1 and np.array_equal(out > 0, lab == 1)
+    with pytest.raises(ValueError, match="differ"):
+        particle_contrast(lab, gray[:50], dark=True)

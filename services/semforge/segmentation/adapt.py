@@ -48,6 +48,7 @@ class AdaptConfig:
     min_contrast: float = 0.0  # pseudo-label instances with less contrast to their ring are dropped (spurious)
     border_weight: float = 5.0
     freeze_encoder: bool = True  # fine-tune the decoder only (about half the CPU time per step)
+    reference_masks: str = ""  # REFERENCE ONLY, never shipped: learn the human masks of this folder instead
     seed: int = 0
     threads: int = 1
 
@@ -143,6 +144,21 @@ def pseudo_labels(probs: np.ndarray, cfg: AdaptConfig, pixel_size_nm: float | No
     return np.stack([fg, border]).astype(np.float32), weight
 
 
+def _human_targets(masks: Path, stem: str, rows: int):
+    """Targets from a human mask (the real-trained reference; never for a shipped model)."""
+    import tifffile
+    from skimage.measure import label
+
+    from .data import narrow_gaps, touching_gaps
+
+    m = tifffile.imread(masks / f"{stem}_m.tif")
+    m = m.max(axis=-1) if m.ndim == 3 else m
+    inst = label(m[:rows] > 0, connectivity=1).astype(np.int32)
+    gaps = touching_gaps(inst)
+    y = np.stack([(inst > 0) & ~gaps, gaps | narrow_gaps(inst)]).astype(np.float32)
+    return y, np.ones(inst.shape, np.float32)
+
+
 def _augment(rng, im, y, w, patch):
     h, wd = im.shape
     y0, x0 = int(rng.integers(h - patch + 1)), int(rng.integers(wd - patch + 1))
@@ -190,9 +206,12 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
         img = load_image(p)
         rows = detect_databar(img.pixels)
         gray = to_gray_float(img.pixels)[:rows].astype(np.float32)
-        probs = seg.predict_channels(gray)
-        y, w = pseudo_labels(probs, cfg, img.calibration.pixel_size_nm, gray)
-        x = 1 - gray if cfg.dark else gray  # the network sees dark particles inverted
+        if cfg.reference_masks:
+            y, w = _human_targets(Path(cfg.reference_masks), Path(p).stem, rows)
+        else:
+            probs = seg.predict_channels(gray)
+            y, w = pseudo_labels(probs, cfg, img.calibration.pixel_size_nm, gray)
+        x = (1 - gray if cfg.dark else gray)[: y.shape[1]]  # the network sees dark particles inverted
         if min(x.shape) < cfg.patch:
             raise ValueError(f"{p}: image smaller than the training crop ({cfg.patch} px)")
         data.append((x, y, w))
@@ -233,7 +252,7 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
                        "seconds": {"pseudo_labels": round(t_data, 1),
                                    "train": round(time.perf_counter() - t0 - t_data, 1)},
                        "machine": f"{platform.machine()}, torch {torch.__version__}, {cfg.threads} threads",
-                       "human_masks_used": False},
+                       "human_masks_used": bool(cfg.reference_masks)},
         "onnx_bytes": (out / "model.onnx").stat().st_size,
     })
     (out / "training.json").write_text(json.dumps(record, indent=1))
@@ -250,7 +269,7 @@ def _next_version(folder: Path) -> int:
 
 def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base: str = "", steps: int = 200,
                   batch: int = 4, patch: int = 192, seed: int = 0, threads: int = 1, freeze_encoder: bool = True,
-                  pseudo: dict | None = None, progress: Callable[[str], None] | None = None) -> dict:
+                  pseudo: dict | None = None, reference_masks: str = "", progress: Callable[[str], None] | None = None) -> dict:
     """``semforge adapt``: new version(s) of the model folder ``out`` adapted to the images of ``images``.
 
     ``folds`` = 0: one version from all images. ``folds`` = k >= 2: k versions, version i trained on
@@ -288,7 +307,7 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
         v = _next_version(dest)
         cfg = AdaptConfig(images=[str(p) for p in plan], modality=modality, base=str(base_dir), steps=steps,
                           batch=batch, patch=patch, seed=seed, threads=threads, freeze_encoder=freeze_encoder,
-                          **(pseudo or {}))
+                          reference_masks=reference_masks, **(pseudo or {}))
         say = (lambda ev, v=v: progress(f"version {v}: step {ev['step']}/{steps} loss {ev['loss']:.4f} "
                                         f"({ev['elapsed_s']:.0f} s)")) if progress else None
         adapt_segmenter(cfg, dest / str(v), progress=say)
@@ -320,6 +339,8 @@ def add_parser(sub) -> None:
                    help="pseudo-labels: grow (+1) / shrink (-1) outlines by a pixel (default 0)")
     a.add_argument("--min-contrast", type=float, default=0.0,
                    help="pseudo-labels: drop objects with less contrast to their surrounding (default 0: off)")
+    a.add_argument("--reference-masks", default="", help="REFERENCE ONLY (never ship): learn these human masks "
+                   "(NAME_m.tif) instead of pseudo-labels, to measure the headroom of the same fine-tuning")
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=_cmd_adapt)
 
@@ -332,7 +353,8 @@ def _cmd_adapt(args) -> int:
                         batch=args.batch, patch=args.patch, seed=args.seed, threads=args.threads,
                         freeze_encoder=not args.full, progress=say,
                         pseudo={"threshold": args.threshold, "watershed_h": args.watershed_h,
-                                "offset_px": args.offset_px, "min_contrast": args.min_contrast})
+                                "offset_px": args.offset_px, "min_contrast": args.min_contrast},
+                        reference_masks=args.reference_masks)
     for v, seen in res["versions"].items():
         print(f"{res['out']}/{v}: adapted on {len(seen)} images")
     return 0

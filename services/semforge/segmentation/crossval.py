@@ -35,7 +35,7 @@ from scipy import ndimage as ndi
 from skimage.measure import label
 
 from ..analysis import detect_databar, load_image, to_gray_float
-from ..analysis._separate import clean_mask, separate
+from ..analysis._separate import clean_mask, particle_contrast, separate
 
 __all__ = ["Sample", "PostParams", "load_annotated", "predict_probabilities", "instances_from_probabilities",
            "image_stats", "aggregate", "folds", "cross_validate", "score", "SIZE_BINS_NM", "THRESHOLDS"]
@@ -168,11 +168,7 @@ def instance_features(lab: np.ndarray, probs: np.ndarray, gray: np.ndarray | Non
     feats = {"area": np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(float),
              "mean_prob": np.asarray(ndi.mean(comb, lab, idx)) if n else np.zeros(0)}
     if gray is not None and n:
-        ring = np.where(lab == 0, ndi.grey_dilation(lab, size=(7, 7)), 0)
-        inside = np.asarray(ndi.mean(gray, lab, idx))
-        outside = np.asarray(ndi.mean(gray, ring, idx))
-        outside = np.where(np.isfinite(outside), outside, inside)
-        feats["contrast"] = (outside - inside) if dark else (inside - outside)
+        feats["contrast"] = particle_contrast(lab, gray, dark=dark)
     return feats
 
 
