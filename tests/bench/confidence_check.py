@@ -3,7 +3,7 @@
 Usage: python tests/bench/confidence_check.py   (after tests/bench/segmentation_cv.py has cached the in-domain outputs)
 
 In domain: each shipped model on the real annotated images of its own modality. Out of domain: the same
-images given to the other modality's model (contrast inverted for it), a blank field and a noise field.
+images given to the other modality's model, a blank field and a noise field.
 Prints one markdown table of the signals (min / median / max) and the flag rate per group.
 """
 
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "services"))
 sys.path.insert(0, str(REPO / "tests" / "bench"))
 
-from segmentation_cv import CACHE, DATA, Model  # noqa: E402
+from segmentation_cv import DATA, Model, shipped  # noqa: E402
 from semforge.inference import SHIPPED, OnnxSegmenter  # noqa: E402
 from semforge.segmentation.confidence import image_confidence  # noqa: E402
 from semforge.segmentation.crossval import load_annotated  # noqa: E402
@@ -31,7 +31,7 @@ def main() -> int:
         if not (DATA[mod] / "images").is_dir():
             continue
         samples = load_annotated(DATA[mod])
-        own = Model("shipped", mod, OnnxSegmenter(SHIPPED[mod], threads=1).predict_channels)
+        own = shipped(mod)
         wrong_seg = OnnxSegmenter(SHIPPED[other[mod]], threads=1)
         wrong = Model(f"model-{other[mod]}", mod, wrong_seg.predict_channels)
         groups[f"{mod} images, {mod} model (in domain)"] = [image_confidence(own.probs(s, 1.0)) for s in samples]

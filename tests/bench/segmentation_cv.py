@@ -105,8 +105,14 @@ def seconds_of(model: Model, scale: float) -> float:
 
 
 def shipped(modality: str) -> Model:
+    """The shipped model of the modality; its cache key carries the hash of model.onnx (replaced models never mix)."""
+    import hashlib
+
+    from semforge.inference import model_dir
+
+    digest = hashlib.md5((model_dir(SHIPPED[modality]) / "model.onnx").read_bytes()).hexdigest()[:8]
     seg = OnnxSegmenter(SHIPPED[modality], threads=1)
-    return Model("shipped", modality, seg.predict_channels)
+    return Model(f"shipped-{digest}", modality, seg.predict_channels)
 
 
 def classical(modality: str) -> Model:

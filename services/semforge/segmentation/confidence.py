@@ -29,7 +29,7 @@ __all__ = ["ConfidenceLimits", "LIMITS", "image_confidence"]
 class ConfidenceLimits:
     min_foreground: float = 0.01  # below: (nearly) empty prediction
     max_foreground: float = 0.80  # above: the whole field called particle
-    max_uncertain_share: float = 0.35
+    max_uncertain_share: float = 0.40
     min_mean_confidence: float = 0.60
 
 
