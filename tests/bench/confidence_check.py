@@ -32,8 +32,8 @@ def main() -> int:
             continue
         samples = load_annotated(DATA[mod])
         own = shipped(mod)
-        wrong_seg = OnnxSegmenter(SHIPPED[other[mod]], threads=1)
-        wrong = Model(f"model-{other[mod]}", mod, wrong_seg.predict_channels)
+        w = shipped(other[mod])
+        wrong = Model(w.key.replace("shipped", f"model-{other[mod]}"), mod, w.channels)
         groups[f"{mod} images, {mod} model (in domain)"] = [image_confidence(own.probs(s, 1.0)) for s in samples]
         groups[f"{mod} images, {other[mod]} model (out of domain)"] = [image_confidence(wrong.probs(s, 1.0))
                                                                         for s in samples]

@@ -79,6 +79,7 @@ def test_adapt_writes_fold_versions_from_unlabeled_images(tmp_path):
     assert rec["adaptation"]["human_masks_used"] is False and rec["outputs"] == ["particle", "border"]
     assert rec["adaptation"]["images"] == [str(imgs / "a1.tif")]
     assert 'name: "semforge_unetpp_se_adapted"' in (out / "config.pbtxt").read_text()
+    assert (out / "configs" / "cpu.pbtxt").exists() and (out / "1" / "model.py").exists()
     seg = OnnxSegmenter(out.name, version=2, repo=out.parent, threads=1)
     p = seg.predict_channels(np.random.default_rng(0).random((128, 160)).astype(np.float32))
     assert p.shape == (2, 128, 160) and np.isfinite(p).all()

@@ -293,9 +293,12 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
         raise ValueError(f"unknown modality {modality!r}; use se, him, stem or tem")
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
-    if not (dest / "config.pbtxt").exists() and (base_dir.parent / "config.pbtxt").exists():
-        text = (base_dir.parent / "config.pbtxt").read_text().replace(f'"{base_dir.parent.name}"', f'"{dest.name}"')
-        (dest / "config.pbtxt").write_text(text)
+    # servable by Triton like the base: its configs (renamed) and, per version, its model.py
+    for cfg_file in [base_dir.parent / "config.pbtxt", *sorted((base_dir.parent / "configs").glob("*.pbtxt"))]:
+        target = dest / cfg_file.relative_to(base_dir.parent)
+        if cfg_file.exists() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(cfg_file.read_text().replace(f'"{base_dir.parent.name}"', f'"{dest.name}"'))
     if folds:
         bounds = np.linspace(0, len(paths), folds + 1).round().astype(int)
         groups = [paths[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
@@ -311,6 +314,8 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
         say = (lambda ev, v=v: progress(f"version {v}: step {ev['step']}/{steps} loss {ev['loss']:.4f} "
                                         f"({ev['elapsed_s']:.0f} s)")) if progress else None
         adapt_segmenter(cfg, dest / str(v), progress=say)
+        if (base_dir / "model.py").exists():
+            shutil.copy(base_dir / "model.py", dest / str(v) / "model.py")
         versions[str(v)] = [p.stem for p in plan]
     if folds:
         (dest / "folds.json").write_text(json.dumps({"key": dest.name, "modality": modality, "versions": versions},
