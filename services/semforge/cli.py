@@ -488,6 +488,8 @@ def cmd_unavailable(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semforge", description="Particle size and shape statistics from electron micrographs.")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"semforge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("analyze", help="analyse micrographs of one sample into a report")
