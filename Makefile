@@ -74,14 +74,14 @@ chart-check: setup deploy-tools
 # IMAGES="cpu render torch" for all three (render and torch are large; docs/deploy.md has the sizes).
 IMAGES ?= cpu render torch
 images: setup
-	deploy/host-packages.sh
-	PY=$(CURDIR)/$(BIN)/python deploy/build-images.sh $(IMAGES)
+	services/images/host-packages.sh
+	PY=$(CURDIR)/$(BIN)/python services/images/build-images.sh $(IMAGES)
 
 # The container suite: images built, services as containers + a real S3 server on a private network, then the
 # rendered chart run by podman kube play; one analysis through the gateway each time == in process.
 test-deploy: setup deploy-tools
-	deploy/host-packages.sh
-	PY=$(CURDIR)/$(BIN)/python deploy/build-images.sh cpu
+	services/images/host-packages.sh
+	PY=$(CURDIR)/$(BIN)/python services/images/build-images.sh cpu
 	SEMFORGE_REQUIRE_DEPLOY_TOOLS=1 $(BIN)/python -m pytest -q -m deploy tests/deploy
 
 test-slow: setup

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's own base image, no registry: a Debian bookworm minbase root filesystem made by debootstrap,
 # trimmed (docs, locales, apt lists) and imported into the engine.
-#   deploy/base-image.sh NAME [EXTRA_DEBIAN_PACKAGES,...]
+#   services/images/base-image.sh NAME [EXTRA_DEBIAN_PACKAGES,...]
 # semforge-base:bookworm     python3.11 + venv + CA certificates (every CPU service, translate/training)
 # semforge-base-gl:bookworm  + the X/GL libraries Blender (bpy) loads even headless (render)
 set -euo pipefail

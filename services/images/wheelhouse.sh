@@ -3,7 +3,7 @@
 #   out/wheelhouse/cpu     semforge (built from this checkout, isolated build: stubs + models inside) + deps
 #   out/wheelhouse/render  + bpy (Blender as a Python module; needs numpy<2) and OpenEXR
 #   out/wheelhouse/torch   + torch (translate / training)
-#   deploy/wheelhouse.sh cpu|render|torch
+#   services/images/wheelhouse.sh cpu|render|torch
 set -euo pipefail
 kind=$1
 PY=${PY:-python3}
