@@ -12,10 +12,10 @@ mkdir -p "$out"
 case $kind in
   cpu) reqs=(.) ;;
   render) reqs=(. "bpy==5.0.1" "numpy>=1.26,<2" "OpenEXR==3.5.3") ;;
-  torch) reqs=(. "torch==${TORCH_VERSION:-2.13.0}" "segmentation-models-pytorch==0.6.0" "timm==1.0.31" "onnx==1.23.2") ;;
+  torch) reqs=(".[train]") ;;   # torch/torchvision/smp/timm/onnx as pinned in pyproject.toml
   *) echo "unknown wheelhouse $kind (cpu, render, torch)" >&2; exit 2 ;;
 esac
 # the image's Python is Debian bookworm's 3.11 (glibc 2.36): wheels for cp311 manylinux
 "$PY" -m pip wheel -q --prefer-binary --wheel-dir "$out" "${reqs[@]}"
-printf '%s\n' "${reqs[@]}" | sed 's#^\.$#semforge#' >"$out/requirements.txt"
+printf '%s\n' "${reqs[@]}" | sed 's#^\.#semforge#' >"$out/requirements.txt"
 du -sh "$out"
