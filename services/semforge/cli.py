@@ -491,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p.add_argument("--version", action="version", version=f"semforge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    from .batch.cli import register as _register_batch  # semforge batch ..., semforge worker (#12)
+    _register_batch(sub)
 
     a = sub.add_parser("analyze", help="analyse micrographs of one sample into a report")
     a.add_argument("images", nargs="+", metavar="IMAGE")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from chart_tools import CHART, documents, render
+from compare import assert_same_results
 from podman_kube import to_podman
 
 pytestmark = pytest.mark.deploy
@@ -66,22 +67,6 @@ def reference(sample_tiff, tmp_path_factory):
     out = tmp_path_factory.mktemp("inprocess")
     semforge("analyze", str(sample_tiff[0]), "--out", str(out), "--quiet")
     return out
-
-
-def assert_same_results(a: Path, b: Path) -> None:
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert {"summary.csv", "report.json", "report.html", "report.xlsx"} <= {f.name for f in files}
-    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    for f in files:
-        if f.suffix == ".xlsx":  # a zip: its members carry the time they were written; compare the cells
-            import openpyxl
-
-            wa, wb = openpyxl.load_workbook(a / f), openpyxl.load_workbook(b / f)
-            assert wa.sheetnames == wb.sheetnames
-            for s in wa.sheetnames:
-                assert [[c.value for c in r] for r in wa[s].iter_rows()] == [[c.value for c in r] for r in wb[s].iter_rows()]
-        else:
-            assert (a / f).read_bytes() == (b / f).read_bytes(), f"{f} differs"
 
 
 def test_image_runs_as_non_root_and_ships_the_models(images):
