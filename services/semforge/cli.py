@@ -33,32 +33,34 @@ def _positive(v: str) -> float:
 
 
 def _databar(v: str):
-    if v in ("auto", "none"):
-        return v
+    from .errors import UserInputError
+    from .pipeline import DataBar
+
     try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError("use auto, none or a number of specimen rows") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError("the number of specimen rows must be > 0")
-    return n
+        return DataBar.parse(v)
+    except UserInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _add_analysis_opts(p: argparse.ArgumentParser) -> None:
+def _add_analysis_opts(p: argparse.ArgumentParser, databar_default: str = "auto") -> None:
     p.add_argument("--modality", choices=["se", "stem", "tem", "him"], default="se",
                    help="imaging mode: SE/HIM bright particles, STEM/TEM dark particles (default se)")
     p.add_argument("--pixel-size-nm", type=_positive, default=None,
                    help="pixel size in nm; overrides the file's calibration")
     p.add_argument("--separate", choices=["uecs", "watershed", "none"], default="uecs",
                    help="separation of touching particles (default uecs)")
-    p.add_argument("--databar", type=_databar, default="auto",
-                   help="instrument data bar: auto (detect), none, or the number of specimen rows")
+    p.add_argument("--databar", type=_databar, default=_databar(databar_default),
+                   help=f"instrument data bar: auto (detect), none, or the number of specimen rows "
+                        f"(default {databar_default})")
 
 
 def _options(args):
     from .analysis import MeasureOptions
+    from .pipeline import AnalysisOptions
 
-    return MeasureOptions(separate=args.separate, modality=args.modality)
+    return AnalysisOptions(MeasureOptions(separate=args.separate, modality=args.modality),
+                           pixel_size_nm=args.pixel_size_nm, databar=args.databar,
+                           segmenter=getattr(args, "segmenter", None))
 
 
 def _check_inputs(paths: list[str]) -> None:
@@ -78,23 +80,19 @@ def cmd_analyze(args) -> int:
     _check_inputs(args.images)
     if args.server:
         return _analyze_remote(args.server, args.images, args)
-    from .workflow import analyze_paths
+    from .pipeline import analyze_paths
 
     t0 = time.perf_counter()
-    written = analyze_paths(args.images, args.out, options=_options(args), pixel_size_nm=args.pixel_size_nm,
-                            databar=args.databar, segmenter=args.segmenter, progress=None if args.quiet else _text_progress,
-                            title=f"semforge report: {args.sample}")
+    written = analyze_paths(args.images, args.out, options=_options(args),
+                            progress=None if args.quiet else _text_progress, title=f"semforge report: {args.sample}")
     print(f"report: {written['html']} ({len(args.images)} image(s), {time.perf_counter() - t0:.1f} s)")
     return 0
 
 
 def _analysis_pb(args):
-    from .common.v1 import common_pb2
-    from .rpc._convert import modality_enum, separation_enum
+    from .rpc.convert import analysis_options_pb
 
-    rows = 0 if args.databar == "auto" else (-1 if args.databar == "none" else args.databar)
-    return common_pb2.AnalysisOptions(modality=modality_enum(args.modality), pixel_size_nm=args.pixel_size_nm or 0.0,
-                                      separation=separation_enum(args.separate), specimen_rows=rows)
+    return analysis_options_pb(_options(args))
 
 
 def _analyze_remote(server: str, images: list[str], args) -> int:
@@ -128,25 +126,20 @@ def _analyze_remote(server: str, images: list[str], args) -> int:
 
 def cmd_measure(args) -> int:
     _check_inputs([args.mask])
-    import numpy as np
-
-    from .analysis import Calibration, load_image, write_particles_csv
-    from .analysis import measure_mask
+    from . import codec
+    from .analysis import detect_databar, load_image, measure_mask, resolve_calibration, write_particles_csv
 
     img = load_image(args.mask)
     mask = img.pixels
     if mask.ndim != 2:
         raise CliError(f"{args.mask}: expected a 2-D binary mask")
-    cal = Calibration(args.pixel_size_nm, "user") if args.pixel_size_nm else img.calibration
-    rows = None if args.databar in ("auto", "none") else args.databar
+    cal = resolve_calibration(img.calibration, user_pixel_size_nm=args.pixel_size_nm)
+    rows = args.databar.specimen_rows(mask.shape[0], lambda: detect_databar(mask))
     res = measure_mask(mask > 0, calibration=cal, image_name=Path(args.mask).name.rsplit(".", 1)[0],
-                       specimen_rows=rows, options=_options(args))
+                       specimen_rows=rows, options=_options(args).measure)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    import tifffile
-
-    n = int(res.labels.max())
-    tifffile.imwrite(out / "labels.tif", res.labels.astype(np.uint16 if n < 65535 else np.uint32), compression="zlib")
+    codec.write_labels(out / "labels.tif", res.labels)
     write_particles_csv(out / "particles.csv", res.particles, res.columns)
     if not cal.calibrated:
         sys.stderr.write("WARNING: no pixel size (file has none, --pixel-size-nm not given): sizes are in PIXELS\n")
@@ -182,8 +175,10 @@ def cmd_run(args) -> int:
                 print(f"  {name:9s} {s.address}")
         if args.demo or args.once:
             images = _sample_images(Path(args.workdir) / "sample")
+            from .pipeline import DataBar
+
             ns = argparse.Namespace(server=emb.gateway_address, out=os.path.join(args.workdir, "report"),
-                                    modality="se", pixel_size_nm=None, separate="uecs", databar="auto",
+                                    modality="se", pixel_size_nm=None, separate="uecs", databar=DataBar.auto(),
                                     sample="demo sample (synthetic)", quiet=False, wait=60.0)
             _analyze_remote(emb.gateway_address, images, ns)
         if args.once:
@@ -505,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("measure", help="separation + morphometry on an existing binary mask")
     m.add_argument("--mask", required=True)
     m.add_argument("--out", required=True)
-    _add_analysis_opts(m)
+    _add_analysis_opts(m, databar_default="none")
     m.set_defaults(func=cmd_measure)
 
     r = sub.add_parser("run", help="start every service locally (embedded default) and keep them up")

@@ -115,13 +115,13 @@ def test_bad_options_raise():
 def test_synthetic_image_ground_truth_recovered(sample_tiff):
     """A synthetic SE image with known ellipses: count and median ECD recovered through the in-process path."""
     from semforge.inference import create_segmenter
-    from semforge.workflow import analyze_image, prepare_image
+    from semforge.pipeline import AnalysisOptions, LocalStages, analyze_image
 
     path, truth = sample_tiff
-    prep = prepare_image(path, name="s")
+    out = analyze_image(LocalStages(create_segmenter("classical")), path, "s", AnalysisOptions())
+    prep, res = out.prepared, out.measured.table
     assert prep.calibration.pixel_size_nm == pytest.approx(2.5)
     assert prep.specimen_rows == truth.shape[0] - 56
-    res = analyze_image(prep, segmenter=create_segmenter("classical"), options=MeasureOptions())
     n_true = int(truth.max())
     assert abs(len(res.particles) - n_true) <= 2
     true_ecd = np.median([np.sqrt(4 * (truth == k).sum() / np.pi) * 2.5 for k in range(1, n_true + 1)])

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .. import codec
 from ._pipeline import ImageResult, summarize
 
 __all__ = ["write_image_outputs", "write_sample_report", "overlay_rgb", "write_particles_csv"]
@@ -49,14 +50,15 @@ def overlay_rgb(gray: np.ndarray, labels: np.ndarray, particles: list[dict[str, 
 
     Parameters
     ----------
-    gray : ndarray, shape (H, W), float in [0, 1]
+    gray : ndarray, shape (H, W), float in [0, 1] or uint8
     labels : ndarray, shape (H, W), int
     particles : rows of the particle table (``id``, ``excluded``)
     """
     from scipy import ndimage as ndi
 
-    g = np.clip(np.asarray(gray, dtype=np.float32), 0, 1)
-    base = np.repeat((g * 255).astype(np.uint8)[..., None], 3, axis=2).astype(np.float32)
+    g = np.asarray(gray)
+    g8 = g if g.dtype == np.uint8 else (np.clip(g.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+    base = np.repeat(g8[..., None], 3, axis=2).astype(np.float32)
     n = int(labels.max()) if labels.size else 0
     colors = _palette(n).astype(np.float32)
     excluded = np.zeros(n + 1, dtype=bool)
@@ -73,28 +75,18 @@ def overlay_rgb(gray: np.ndarray, labels: np.ndarray, particles: list[dict[str, 
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(rgb).save(path, optimize=False, compress_level=3)
-
-
 def write_image_outputs(result: ImageResult, gray: np.ndarray, outdir: str | os.PathLike, *,
                         write_labels: bool = True) -> dict[str, str]:
     """Write ``labels.tif`` (unless ``write_labels`` is False), ``particles.csv`` and ``overlay.png`` for one image.
 
     Returns the written paths by name.
     """
-    import tifffile
-
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     if write_labels:
-        n = int(result.labels.max()) if result.labels.size else 0
-        lab = result.labels.astype(np.uint16 if n < 65535 else np.uint32)
-        tifffile.imwrite(out / "labels.tif", lab, compression="zlib")
+        codec.write_labels(out / "labels.tif", result.labels)
     write_particles_csv(out / "particles.csv", result.particles, result.columns)
-    _save_png(out / "overlay.png", overlay_rgb(gray, result.labels, result.particles))
+    codec.write_png(out / "overlay.png", overlay_rgb(gray, result.labels, result.particles))
     return {"labels": str(out / "labels.tif"), "particles": str(out / "particles.csv"),
             "overlay": str(out / "overlay.png")}
 
