@@ -140,7 +140,7 @@ def cmd_measure(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     codec.write_labels(out / "labels.tif", res.labels)
-    write_particles_csv(out / "particles.csv", res.particles, res.columns)
+    write_particles_csv(out / "particles.csv", res.particles, res.unit)
     if not cal.calibrated:
         sys.stderr.write("WARNING: no pixel size (file has none, --pixel-size-nm not given): sizes are in PIXELS\n")
     print(f"{len(res.particles)} particles ({len(res.included())} included) -> {out / 'particles.csv'}")

@@ -220,3 +220,10 @@ def test_job_records_reject_bad_ids(tmp_path):
         jobs.load("nope")
     with pytest.raises(UserInputError, match="empty"):
         jobs.load("")
+
+
+def test_put_if_absent_on_a_real_s3_server(s3_server):
+    store = s3_server.store()
+    assert store.put_if_absent("jobs/y/lease/t", b"first") is True
+    assert store.put_if_absent("jobs/y/lease/t", b"second") is False
+    assert store.get_bytes("jobs/y/lease/t") == b"first"

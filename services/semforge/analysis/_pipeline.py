@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import InvalidOption
 from ..modality import MODALITIES, Modality
 from ._io import Calibration
-from ._morphometry import measure_instance, particle_columns, shape_dimensions
+from ._morphometry import file_column, measure_instance, particle_columns, shape_dimensions
 from ._separate import SEPARATION_MODES, clean_mask, separate
 from ._shape import CONFIDENCE_LIMIT, classify_shape
 from ._table import ParticleTable
@@ -72,6 +72,7 @@ class ImageResult:
 
     @property
     def columns(self) -> list[str]:
+        """Column names in the files (with the unit: ``ecd_nm``); rows use :data:`COLUMNS`."""
         return particle_columns(self.unit)
 
     def included(self) -> list[dict[str, Any]]:
@@ -188,15 +189,10 @@ def summarize(particles: list[dict[str, Any]], *, unit: str, scope: str = "sampl
     inc = [p for p in particles if not p["excluded"]]
     out = []
     for meas in SUMMARY_MEASURES:
-        if meas == "area":
-            key, u = f"area_{unit}2", f"{unit}^2"
-        elif meas in ("perimeter", "ecd", "feret_min", "feret_max"):
-            key, u = f"{meas}_{unit}", unit
-        else:
-            key, u = meas, "1"
-        v = np.array([p[key] for p in inc], dtype=np.float64)
+        u = f"{unit}^2" if meas == "area" else unit if meas in ("perimeter", "ecd", "feret_min", "feret_max") else "1"
+        v = np.array([p[meas] for p in inc], dtype=np.float64)
         out.append({
-            "scope": scope, "measure": meas, "column": key, "unit": u, "count": int(len(v)),
+            "scope": scope, "measure": meas, "column": file_column(meas, unit), "unit": u, "count": int(len(v)),
             "mean": float(v.mean()) if len(v) else float("nan"),
             "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
             "median": _pct(v, 50), "d10": _pct(v, 10), "d50": _pct(v, 50), "d90": _pct(v, 90),

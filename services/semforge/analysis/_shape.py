@@ -45,8 +45,8 @@ def classify_shape(row: dict[str, Any], *, modality: str = "se", unit: str = "nm
     ar = row["aspect_ratio"]
     circ = row["circularity"]
     sol = row["solidity"]
-    a = row[f"area_{unit}2"]
-    fmin = row[f"feret_min_{unit}"]
+    a = row["area"]
+    fmin = row["feret_min"]
     # area over squared min Feret: square 1.0, disc pi/4 = 0.785, triangle 0.577
     fill = a / (fmin * fmin) if fmin else 0.0
     scores = {

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._io import Calibration
-from ._morphometry import particle_columns
+from ._morphometry import COLUMNS, particle_columns
 
 __all__ = ["ParticleTable", "TABLE_SCHEMA"]
 
@@ -21,7 +21,9 @@ TABLE_SCHEMA = "semforge.particles/v1"
 
 @dataclass
 class ParticleTable:
-    """Particles of one image (``particles``: rows in contract order, see :func:`particle_columns`)."""
+    """Particles of one image. Rows use the stable internal names of :data:`COLUMNS` (``area``, ``ecd``,
+    ``feret_min``...), sizes in ``unit`` (nm with a pixel size, px without); the files' unit suffixes
+    (``area_nm2``, ``ecd_nm``) are added by the writers only (:func:`file_column`)."""
 
     image: str
     calibration: Calibration
@@ -36,6 +38,10 @@ class ParticleTable:
 
     @property
     def columns(self) -> list[str]:
+        return list(COLUMNS)
+
+    @property
+    def file_columns(self) -> list[str]:
         return particle_columns(self.unit)
 
     def included(self) -> list[dict[str, Any]]:

@@ -81,9 +81,8 @@ def evaluate_segmenter(segmenter, images: str | Path, masks: str | Path, *, moda
         ap_rows = rows_ap if ap_rows is None else ap_rows + rows_ap
         hres = measure_mask(truth > 0, calibration=prep.calibration, options=MeasureOptions(separate="none", classify=False))
         inc_p, inc_t = res.included(), hres.included()
-        unit = res.unit
-        pred_ecd += [q[f"ecd_{unit}"] for q in inc_p]
-        true_ecd += [q[f"ecd_{hres.unit}"] for q in inc_t]
+        pred_ecd += [q["ecd"] for q in inc_p]
+        true_ecd += [q["ecd"] for q in inc_t]
         pred_n += len(inc_p)
         true_n += len(inc_t)
         m = match_instances(pred, truth)
