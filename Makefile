@@ -16,6 +16,8 @@ TSTAMP := $(TVENV)/.installed
 .PHONY: setup protos run serve test test-slow test-all lint-protos bench gallery segcheck realdata translation-loop clean
 
 setup: $(STAMP) $(BSTAMP) $(TSTAMP)
+	# Triton configs, model.py and the baked input normalization; models_repo/<model>/_env -> .venv-triton
+	$(BIN)/python -m semforge.inference.triton_repo
 
 $(TSTAMP):
 	test -d $(TVENV) || $(PY) -m venv $(TVENV)

@@ -18,7 +18,7 @@ class BuildWithProtos(build_py):
 
 
 packages = ["semforge", "semforge.analysis", "semforge.inference", "semforge.storage", "semforge.rpc",
-            "semforge.pipeline", "semforge.jobs"]
+            "semforge.pipeline", "semforge.jobs", "semforge.cli"]
 packages += [f"semforge.{d}" for d in DOMAINS] + [f"semforge.{d}.v1" for d in DOMAINS]
 package_dir = {"semforge": "services/semforge"}
 for s in SERVICES:
