@@ -17,6 +17,8 @@ TSTAMP := $(TVENV)/.installed
         deploy-tools chart-check images test-deploy
 
 setup: $(STAMP) $(BSTAMP) $(TSTAMP)
+	# Triton configs, model.py and the baked input normalization; models_repo/<model>/_env -> .venv-triton
+	$(BIN)/python -m semforge.inference.triton_repo
 
 $(TSTAMP):
 	test -d $(TVENV) || $(PY) -m venv $(TVENV)

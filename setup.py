@@ -46,7 +46,7 @@ class BuildWithProtosAndModels(build_py):
         if MODELS.is_dir() and not self.editable_mode:
             dest = Path(self.build_lib) / "semforge" / "models_repo"
             shutil.rmtree(dest, ignore_errors=True)
-            shutil.copytree(MODELS, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(MODELS, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "_env"))  # _env: a local venv link
 
 
 generate_stubs()

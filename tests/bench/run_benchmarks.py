@@ -30,7 +30,7 @@ from semforge.common.v1 import common_pb2  # noqa: E402
 from semforge.embedded import start_embedded  # noqa: E402
 from semforge.storage import LocalStore  # noqa: E402
 from semforge.synth import synthetic_sem, write_zeiss_tiff  # noqa: E402
-from semforge.workflow import analyze_paths  # noqa: E402
+from semforge.pipeline import analyze_paths  # noqa: E402
 
 
 def touching_mask(seed=0, n=200):

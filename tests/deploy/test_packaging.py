@@ -55,6 +55,7 @@ def test_wheel_from_clean_checkout_holds_stubs_models_and_every_package(wheel):
     for model in ("semforge_unetpp_se", "semforge_unetpp_transmission"):
         assert f"semforge/models_repo/{model}/config.pbtxt" in names
         assert f"semforge/models_repo/{model}/1/model.onnx" in names
+    assert not any("/_env" in n for n in names), "a local venv link (models_repo/*/_env) must not be packaged"
     # every package in the source tree is in the wheel (the old hand-written list missed scenes, segmentation...)
     for init in (ROOT / "services/semforge").rglob("__init__.py"):
         rel = init.relative_to(ROOT / "services").as_posix()

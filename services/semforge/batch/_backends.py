@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Callable
 
+from ..errors import UserInputError
 from ..storage import ObjectStore
 from ._manifest import batch_status, cancel_batch
 
@@ -38,7 +39,7 @@ class LocalWorkers:
 
     def __init__(self, store_url: str, *, workers: int = 1, env: dict | None = None, poll_s: float = 0.5):
         if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+            raise UserInputError(f"workers must be >= 1, got {workers}", field="workers")
         self.store_url, self.workers, self.poll_s = store_url, workers, poll_s
         self.env = {**os.environ, **(env or {})}
 

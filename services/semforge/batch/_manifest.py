@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..analysis import MeasureOptions
+from ..errors import NotFound, UserInputError
+from ..pipeline import AnalysisOptions, DataBar, image_stem
 from ..storage import ObjectStore
-from ..workflow import image_stem
 
 __all__ = ["BatchCancelled", "BatchSettings", "submit_batch", "load_manifest", "batch_status", "cancel_batch",
            "result_id", "IMAGE_SUFFIXES"]
@@ -23,22 +24,21 @@ class BatchCancelled(RuntimeError):
     """The batch was cancelled; the shard stopped before its next image."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class BatchSettings:
-    """How every image of a batch is analysed (what ``semforge analyze`` takes)."""
+    """How every image of a batch is analysed: the pipeline's :class:`AnalysisOptions` (what ``analyze`` takes)."""
 
-    options: MeasureOptions = field(default_factory=MeasureOptions)
-    pixel_size_nm: float | None = None
-    databar: str | int = "auto"
-    segmenter: str = "unetpp"
+    options: AnalysisOptions = field(default_factory=AnalysisOptions)
 
     def to_json(self) -> dict:
-        return {"options": asdict(self.options), "pixel_size_nm": self.pixel_size_nm, "databar": self.databar,
-                "segmenter": self.segmenter}
+        o = self.options
+        return {"measure": asdict(o.measure), "pixel_size_nm": o.pixel_size_nm, "databar": str(o.databar),
+                "segmenter": o.segmenter}
 
     @classmethod
     def from_json(cls, doc: dict) -> "BatchSettings":
-        return cls(MeasureOptions(**doc["options"]), doc["pixel_size_nm"], doc["databar"], doc["segmenter"])
+        return cls(AnalysisOptions(measure=MeasureOptions(**doc["measure"]), pixel_size_nm=doc["pixel_size_nm"],
+                                   databar=DataBar.parse(doc["databar"]), segmenter=doc["segmenter"]))
 
 
 def result_id(sha256: str, settings: BatchSettings) -> str:
@@ -59,9 +59,9 @@ def _images(sources: list[str]) -> list[Path]:
         elif p.is_file():
             paths.append(p)
         else:
-            raise FileNotFoundError(f"no such file or folder: {s}")
+            raise NotFound(f"no such file or folder: {s}")
     if not paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(sources)}")
+        raise UserInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(sources)}")
     return paths
 
 
@@ -73,14 +73,13 @@ def submit_batch(store: ObjectStore, sources: list[str], *, shards: int, setting
     per image). Returns the manifest.
     """
     settings = settings or BatchSettings()
-    settings.options.validate()
     if shards < 1:
-        raise ValueError(f"shards must be >= 1, got {shards}")
+        raise UserInputError(f"shards must be >= 1, got {shards}", field="shards")
     paths = _images(sources)
     names = [image_stem(p) for p in paths]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"images share a name: {', '.join(dup)}; rename them")
+        raise UserInputError(f"images share a name: {', '.join(dup)}; rename them")
     entries = []
     for i, (p, n) in enumerate(zip(paths, names)):
         with open(p, "rb") as fh:
@@ -100,7 +99,7 @@ def load_manifest(store: ObjectStore, batch_id: str) -> dict:
     try:
         return json.loads(store.get_bytes(_manifest_key(batch_id)))
     except ObjectNotFound:
-        raise ValueError(f"no batch {batch_id!r} in the store") from None
+        raise NotFound(f"no batch {batch_id!r} in the store") from None
 
 
 def cancel_batch(store: ObjectStore, batch_id: str) -> None:

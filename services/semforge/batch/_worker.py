@@ -1,4 +1,4 @@
-"""One shard of a batch (``semforge worker``) and the sample report at the end."""
+"""One shard of a batch (``semforge worker``) and the sample report at the end, on the pipeline's stages."""
 
 from __future__ import annotations
 
@@ -9,19 +9,13 @@ from typing import Callable
 
 import numpy as np
 
-from ..analysis import Calibration, ImageResult, load_image, to_gray_float, write_image_outputs, write_sample_report
-from ..inference import create_segmenter
+from ..analysis import ParticleTable
+from ..errors import UserInputError
+from ..pipeline import ImageOutcome, LocalStages, Measured, analyze_image
 from ..storage import ObjectStore
-from ..workflow import analyze_image, prepare_image
 from ._manifest import BatchCancelled, BatchSettings, is_cancelled, load_manifest
 
 __all__ = ["run_shard", "write_batch_report"]
-
-
-def _plain(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def run_shard(store: ObjectStore, batch_id: str, shard: int, *,
@@ -34,10 +28,10 @@ def run_shard(store: ObjectStore, batch_id: str, shard: int, *,
 
     m = load_manifest(store, batch_id)
     if not 0 <= shard < len(m["shards"]):
-        raise ValueError(f"batch {batch_id} has shards 0..{len(m['shards']) - 1}, not {shard}")
-    settings = BatchSettings.from_json(m["settings"])
+        raise UserInputError(f"batch {batch_id} has shards 0..{len(m['shards']) - 1}, not {shard}", field="shard")
+    options = BatchSettings.from_json(m["settings"]).options
     entries = m["shards"][shard]
-    segmenter = None
+    stages = LocalStages(options.segmenter)
     analysed = skipped = 0
     for i, e in enumerate(entries):
         prefix = f"batch-results/{e['result']}"
@@ -46,18 +40,15 @@ def run_shard(store: ObjectStore, batch_id: str, shard: int, *,
             continue
         if is_cancelled(store, batch_id):
             raise BatchCancelled(f"batch {batch_id} cancelled; shard {shard} stopped after {i} of {len(entries)}")
-        segmenter = segmenter or create_segmenter(settings.segmenter)
-        prep = prepare_image(store.get_bytes(e["key"]), name=e["name"], pixel_size_nm=settings.pixel_size_nm,
-                             databar=settings.databar)
-        res = analyze_image(prep, segmenter=segmenter, options=settings.options)
+        outcome = analyze_image(stages, store.get_bytes(e["key"]), e["name"], options)
+        labels = np.asarray(outcome.measured.labels)
+        n = int(labels.max()) if labels.size else 0
         buf = io.BytesIO()
-        n = int(res.labels.max()) if res.labels.size else 0
-        tifffile.imwrite(buf, res.labels.astype(np.uint16 if n < 65535 else np.uint32), compression="zlib")
+        tifffile.imwrite(buf, labels.astype(np.uint16 if n < 65535 else np.uint32), compression="zlib")
         store.put_bytes(f"{prefix}/labels.tif", buf.getvalue())
-        doc = {"name": res.name, "particles": res.particles, "specimen_rows": res.specimen_rows,
-               "calibration": {"pixel_size_nm": res.calibration.pixel_size_nm, "source": res.calibration.source},
-               "extra": res.extra}
-        store.put_bytes(f"{prefix}/result.json", json.dumps(doc, default=_plain).encode())
+        doc = {"table": outcome.measured.table.to_doc(), "count": outcome.measured.count,
+               "included": outcome.measured.included}
+        store.put_bytes(f"{prefix}/result.json", json.dumps(doc).encode())
         store.put_bytes(f"{prefix}/done", b"")  # last: a result without it is redone, never half-read
         analysed += 1
         if progress:
@@ -66,28 +57,24 @@ def run_shard(store: ObjectStore, batch_id: str, shard: int, *,
 
 
 def write_batch_report(store: ObjectStore, batch_id: str, outdir: str | Path, *, title: str | None = None) -> dict:
-    """The sample report of a finished batch (per image: labels, particles, overlay; summary, xlsx, json, html)."""
+    """The sample report of a finished batch: the pipeline's report stage over the stored per-image results."""
     import tifffile
 
     m = load_manifest(store, batch_id)
-    settings = BatchSettings.from_json(m["settings"])
+    options = BatchSettings.from_json(m["settings"]).options
     entries = sorted((e for shard in m["shards"] for e in shard), key=lambda e: e["index"])
     missing = [e["name"] for e in entries if not store.exists(f"batch-results/{e['result']}/done")]
     if missing:
-        raise RuntimeError(f"batch {batch_id} is not finished: {len(missing)} of {len(entries)} images left "
-                           f"({', '.join(missing[:5])}{'...' if len(missing) > 5 else ''})")
-    out = Path(outdir)
-    results = []
+        raise UserInputError(f"batch {batch_id} is not finished: {len(missing)} of {len(entries)} images left "
+                             f"({', '.join(missing[:5])}{'...' if len(missing) > 5 else ''})", field="batch")
+    stages = LocalStages(options.segmenter, outdir)
+    outcomes = []
     for e in entries:
-        name = e["name"]
         prefix = f"batch-results/{e['result']}"
         doc = json.loads(store.get_bytes(f"{prefix}/result.json"))
         labels = tifffile.imread(io.BytesIO(store.get_bytes(f"{prefix}/labels.tif")))
-        cal = doc["calibration"]
-        res = ImageResult(name=name, labels=labels, particles=doc["particles"],
-                          calibration=Calibration(cal["pixel_size_nm"], cal["source"]),
-                          specimen_rows=doc["specimen_rows"], options=settings.options, extra=doc.get("extra", {}))
-        gray = to_gray_float(load_image(store.get_bytes(e["key"]), name=name).pixels)
-        write_image_outputs(res, gray, out / name)
-        results.append(res)
-    return write_sample_report(results, out, title=title or f"semforge report: {m['name']}")
+        prep = stages.prepare(store.get_bytes(e["key"]), e["name"], options)  # decode again: gray for the overlay
+        measured = Measured(table=ParticleTable.from_doc(doc["table"]), labels=labels, count=doc["count"],
+                            included=doc["included"])
+        outcomes.append(ImageOutcome(prep, measured))
+    return stages.report(outcomes, options, title=title or f"semforge report: {m['name']}")

@@ -1,7 +1,7 @@
 """``semforge batch submit|status|cancel|report`` and ``semforge worker`` (registered by ``semforge.cli``).
 
 Each command is ``register(subparsers)`` + a ``run_*`` over the parsed fields; errors are exceptions that the
-CLI turns into one line and an exit code (ValueError/FileNotFoundError -> 2, BatchCancelled -> 4).
+CLI turns into one line and an exit code (UserInputError -> 2, a cancelled batch -> 4).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import argparse
 import json
 import os
 import sys
+
+from ..errors import UserInputError
 
 __all__ = ["register"]
 
@@ -22,11 +24,12 @@ def _store(url: str | None):
 
 def _settings(args):
     from ..analysis import MeasureOptions
+    from ..pipeline import AnalysisOptions, DataBar
     from ._manifest import BatchSettings
 
-    rows = args.databar if args.databar in ("auto", "none") else int(args.databar)
-    return BatchSettings(MeasureOptions(separate=args.separate, modality=args.modality), args.pixel_size_nm, rows,
-                         args.segmenter)
+    return BatchSettings(AnalysisOptions(measure=MeasureOptions(separate=args.separate, modality=args.modality),
+                                         pixel_size_nm=args.pixel_size_nm, databar=DataBar.parse(args.databar),
+                                         segmenter=args.segmenter))
 
 
 def _print_status(st: dict) -> None:
@@ -41,7 +44,7 @@ def run_submit(args) -> int:
 
     store_url = args.store or os.environ.get("SEMFORGE_STORE")
     if not store_url:
-        raise ValueError("--store DIR|s3://BUCKET (or SEMFORGE_STORE) is required: workers share the batch through it")
+        raise UserInputError("--store DIR|s3://BUCKET (or SEMFORGE_STORE) is required: workers share the batch through it")
     store = _store(store_url)
     shards = args.shards or (args.workers if args.backend == "local" else 1)
     m = submit_batch(store, args.sources, shards=shards, settings=_settings(args), name=args.name)
@@ -54,7 +57,7 @@ def run_submit(args) -> int:
             return 1
     else:
         if not args.image:
-            raise ValueError("--image is required with --backend kubernetes (the semforge-cpu image in your registry)")
+            raise UserInputError("--image is required with --backend kubernetes (the semforge-cpu image in your registry)")
         env = [{"name": "SEMFORGE_STORE", "value": store_url}]
         env += [{"name": n, "value": os.environ[n]} for n in ("S3_ENDPOINT", "S3_SECURE") if os.environ.get(n)]
         if args.store_secret:
@@ -99,7 +102,7 @@ def run_worker(args) -> int:
 
     shard = args.shard if args.shard is not None else os.environ.get("JOB_COMPLETION_INDEX")
     if shard is None:
-        raise ValueError("--shard N is required (or JOB_COMPLETION_INDEX, set by an Indexed Job)")
+        raise UserInputError("--shard N is required (or JOB_COMPLETION_INDEX, set by an Indexed Job)")
     progress = None if args.quiet else (lambda name, i, n: print(f"shard {shard}: {i}/{n} {name}", file=sys.stderr))
     try:
         r = run_shard(_store(args.store), args.batch, int(shard), progress=progress)
@@ -130,7 +133,7 @@ def register(sub) -> None:
     s.add_argument("--separate", default="uecs", choices=["uecs", "watershed", "none"])
     s.add_argument("--pixel-size-nm", type=float, default=None)
     s.add_argument("--databar", default="auto", help="auto, none or the number of specimen rows")
-    s.add_argument("--segmenter", default="unetpp")
+    s.add_argument("--segmenter", default=None, help="default: the shipped UNet++ (unetpp)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=run_submit)
     for name, fn, hlp in (("status", run_status, "images done per shard"), ("cancel", run_cancel, "stop a batch"),
@@ -156,6 +159,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except UserInputError as exc:
         print(f"semforge: error: {exc}", file=sys.stderr)
         return 2

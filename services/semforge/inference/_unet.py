@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._base import Segmenter
+from .onnx_graph import legacy_normalize, normalization_in_graph
 from .tiling import combine, predict_tiled
 
 __all__ = ["MODELS_REPO", "model_dir", "load_metadata", "OnnxSegmenter", "TritonSegmenter", "SHIPPED"]
@@ -62,6 +63,8 @@ class _TiledSegmenter(Segmenter):
         self.invert = bool(meta.get("input", {}).get("invert", False))
         self.modality = meta.get("modality", "se")
         self.tile, self.overlap = tile, overlap
+        # the network's input: plain gray when the normalization is in the ONNX graph (onnx_graph.py)
+        self.prepare = (lambda b: b.astype(np.float32)) if normalization_in_graph(meta) else legacy_normalize
 
     def run(self, batch: np.ndarray) -> np.ndarray:  # (N, 1, h, w) gray in [0, 1] -> (N, C, h, w)
         raise NotImplementedError
@@ -93,8 +96,7 @@ class OnnxSegmenter(_TiledSegmenter):
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        x = ((batch - 0.5) / 0.25).astype(np.float32)
-        return self.session.run(None, {self.input_name: x})[0]
+        return self.session.run(None, {self.input_name: self.prepare(batch)})[0]
 
 
 class TritonSegmenter(_TiledSegmenter):
@@ -124,7 +126,7 @@ class TritonSegmenter(_TiledSegmenter):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         tg = self._tg
-        x = ((batch - 0.5) / 0.25).astype(np.float32)
+        x = self.prepare(batch)
         inp = tg.InferInput("image", list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
         res = self.client.infer(self.model, [inp], model_version=self.version,
