@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from chart_tools import CHART, documents, render
-from compare import assert_same_results
-from podman_kube import to_podman
+from .chart_tools import CHART, documents, render
+from .compare import assert_same_results
+from .podman_kube import to_podman
 
 pytestmark = pytest.mark.deploy
 
