@@ -24,9 +24,14 @@ COMMANDS = (analyze, measure, run_services, client, render, train, translate, ev
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semforge",
                                 description="Particle size and shape statistics from electron micrographs.")
+    from .. import __version__
+    from ..batch import cli as batch_cli  # semforge batch ..., semforge worker (#12)
+
+    p.add_argument("--version", action="version", version=f"semforge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for cmd in COMMANDS:
         cmd.register(sub)
+    batch_cli.register(sub)
     return p
 
 

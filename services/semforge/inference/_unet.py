@@ -22,7 +22,16 @@ from .tiling import combine, predict_tiled
 
 __all__ = ["MODELS_REPO", "model_dir", "load_metadata", "OnnxSegmenter", "TritonSegmenter", "SHIPPED"]
 
-MODELS_REPO = Path(os.environ.get("SEMFORGE_MODELS_REPO", Path(__file__).resolve().parents[3] / "models_repo"))
+
+def _default_models_repo() -> Path:
+    """``SEMFORGE_MODELS_REPO`` if set, else the copy installed with the package, else the checkout's ``models_repo/``."""
+    if os.environ.get("SEMFORGE_MODELS_REPO"):
+        return Path(os.environ["SEMFORGE_MODELS_REPO"])
+    installed = Path(__file__).resolve().parents[1] / "models_repo"  # wheel: package data semforge/models_repo
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[3] / "models_repo"
+
+
+MODELS_REPO = _default_models_repo()
 # modality -> shipped model name (dark-particle modalities have their own model)
 SHIPPED = {m.value: "semforge_unetpp_transmission" if m.dark_particles else "semforge_unetpp_se" for m in Modality}
 
