@@ -8,14 +8,16 @@ orchestration overhead is measured against.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .analysis import (Calibration, ImageResult, LoadedImage, MeasureOptions, detect_databar, load_image,
-                       measure_mask, resolve_calibration, to_gray_float, write_image_outputs, write_sample_report)
+from .analysis import (Calibration, ImageResult, LoadedImage, MeasureOptions, check_calibration_consistency,
+                       detect_databar, load_image, measure_mask, plausibility_warnings, resolve_calibration,
+                       to_gray_float, write_image_outputs, write_sample_report)
 from .inference import DEFAULT_SEGMENTER, Segmenter, create_segmenter
 
 __all__ = ["PreparedImage", "prepare_image", "analyze_image", "analyze_paths", "image_stem"]
@@ -72,17 +74,25 @@ def analyze_paths(paths: list[str], outdir: str | os.PathLike, *, options: Measu
     seg = create_segmenter(segmenter or DEFAULT_SEGMENTER)
     out = Path(outdir)
     results, names = [], set()
-    for i, path in enumerate(paths):
+    for path in paths:
         name = image_stem(path)
         if name in names:
             raise ValueError(f"two images share the name {name!r}; rename one")
         names.add(name)
+    # calibration of every image first: a mixed batch is refused before any work (#13)
+    check_calibration_consistency((image_stem(p), resolve_calibration(load_image(p, name=image_stem(p)).calibration,
+                                                                      user_pixel_size_nm=pixel_size_nm)) for p in paths)
+    for i, path in enumerate(paths):
+        name = image_stem(path)
         if progress:
             progress(i, name, "load", 0.0)
         prep = prepare_image(path, name=name, pixel_size_nm=pixel_size_nm, databar=databar)
         if progress:
             progress(i, name, "segment", 0.25)
         res = analyze_image(prep, segmenter=seg, options=options)
+        for w in plausibility_warnings(image=name, calibration=prep.calibration, particles=res.particles,
+                                       image_shape=prep.gray.shape, min_diameter_nm=options.min_diameter_nm):
+            print(w, file=sys.stderr)  # never silent (#13); #11's pipeline carries them into gRPC and the report
         if progress:
             progress(i, name, "report", 0.8)
         write_image_outputs(res, prep.gray, out / name)

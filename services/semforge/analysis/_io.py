@@ -22,6 +22,7 @@ __all__ = [
     "load_image",
     "resolve_calibration",
     "to_gray_float",
+    "intensity_range",
 ]
 
 _UNIT_TO_NM = {
@@ -223,34 +224,96 @@ def _sniff(data: bytes) -> str:
     return "pillow"
 
 
+#: bit depths an integer detector writes; the full scale is ``2**n - 1``
+BIT_DEPTHS = (8, 10, 12, 14, 16, 20, 24, 32)
+#: share of pixels allowed above the inferred full scale (hot pixels) / outside the robust range
+ROBUST_PERCENTILE = 0.01
+
+
+def intensity_range(pixels: np.ndarray) -> tuple[float, float, str]:
+    """Gray values that map to black and white, and the rule that chose them.
+
+    The range depends on the data, never on the container's dtype (a 12-bit
+    detector's image in ``uint16`` is scaled by 4095, not 65535). Isolated
+    hot or dead pixels are ignored: the range is read from the image after a
+    3x3 median filter, at its 0.01th and 99.99th percentiles.
+
+    * ``bits:N`` -- non-negative whole-number data (any integer dtype, or
+      floats holding whole numbers): black is 0, white the full scale
+      ``2**N - 1`` of the smallest usual detector bit depth N (8, 10, 12,
+      14, 16, 20, 24, 32) that holds the robust maximum. Hot pixels above it
+      are clipped to white; saturated pixels are white. 8-bit data is
+      divided by 255 as it always was.
+    * ``unit`` -- floats already in [0, 1]: kept.
+    * ``robust`` -- anything else (negative values, fractional intensities
+      such as counts or dose-normalised floats): the robust minimum and
+      maximum become black and white, as a display range maps them.
+
+    Parameters
+    ----------
+    pixels : ndarray, shape (H, W) or (H, W, C)
+        Raw values (channels: the range is taken over all of them).
+
+    Returns
+    -------
+    lo, hi : float
+    rule : str
+    """
+    from scipy.ndimage import median_filter
+
+    arr = np.asarray(pixels)
+    if arr.dtype == bool:
+        return 0.0, 1.0, "bool"
+    if arr.dtype.kind not in "uif":
+        raise ImageDecodeError(f"unsupported sample type {arr.dtype}")
+    finite = np.isfinite(arr) if arr.dtype.kind == "f" else np.ones(arr.shape, bool)
+    if not finite.any():
+        raise ImageDecodeError("image has no finite pixel values")
+    vals = arr[finite]
+    vmin, vmax = float(vals.min()), float(vals.max())
+    whole = arr.dtype.kind in "ui" or bool(np.all(vals == np.round(vals)))
+    if arr.dtype.kind == "f" and vmin >= 0 and vmax <= 1.0:
+        return 0.0, 1.0, "unit"
+    a = arr.astype(np.float64)
+    if not finite.all():
+        a[~finite] = np.median(vals)
+    if a.ndim == 3:
+        a = a.max(axis=-1)
+    robust = median_filter(a, size=3, mode="nearest") if min(a.shape) >= 3 else a
+    lo, hi = (float(v) for v in np.percentile(robust, [ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE]))
+    if whole and vmin >= 0:
+        for n in BIT_DEPTHS:
+            if hi <= 2.0**n - 1:
+                return 0.0, 2.0**n - 1, f"bits:{n}"
+    if hi <= lo:
+        lo, hi = vmin, vmax
+    return lo, hi, "robust"
+
+
 def to_gray_float(pixels: np.ndarray) -> np.ndarray:
     """Convert any decoded image to a float32 gray image scaled to [0, 1].
 
-    Integer images are scaled by their dtype range; float images by their
-    min/max. RGB(A) is converted with ITU-R 601 luma weights.
+    The same picture gives the same gray image whatever its storage: 8-bit,
+    12/14/16-bit in ``uint16``, ``int32``, signed, ``float32``/``float64``,
+    RGB(A) of any depth. Black and white come from :func:`intensity_range`
+    (the data's actual range, robust to hot and saturated pixels), values
+    outside are clipped, non-finite pixels become 0. RGB(A) is converted with
+    ITU-R 601 luma weights (alpha ignored) before scaling.
     """
     arr = np.asarray(pixels)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        rgb = arr[..., :3].astype(np.float32)
-        if np.issubdtype(arr.dtype, np.integer):
-            rgb /= float(np.iinfo(arr.dtype).max)
-        arr = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        return np.clip(arr, 0, 1).astype(np.float32)
-    if arr.ndim != 2:
+        rgb = arr[..., :3]
+        lo, hi, _ = intensity_range(rgb)
+        gray = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    elif arr.ndim == 2:
+        lo, hi, _ = intensity_range(arr)
+        gray = arr.astype(np.float64)
+    else:
         raise ImageDecodeError(f"expected a 2-D gray or RGB image, got shape {arr.shape}")
-    if arr.dtype == bool:
-        return arr.astype(np.float32)
-    if np.issubdtype(arr.dtype, np.integer):
-        info = np.iinfo(arr.dtype)
-        return ((arr.astype(np.float32) - info.min) / float(info.max - info.min)).astype(np.float32)
-    arr = arr.astype(np.float32)
-    finite = np.isfinite(arr)
-    if not finite.any():
-        raise ImageDecodeError("image has no finite pixel values")
-    lo, hi = float(arr[finite].min()), float(arr[finite].max())
-    out = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo)
+    finite = np.isfinite(gray)
+    out = np.zeros(gray.shape, np.float64) if hi <= lo else (gray - lo) / (hi - lo)
     out[~finite] = 0
-    return out.astype(np.float32)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def load_image(source: str | os.PathLike | bytes, *, name: str | None = None) -> LoadedImage:
