@@ -16,6 +16,8 @@ TSTAMP := $(TVENV)/.installed
 .PHONY: setup protos run serve test test-slow test-all lint-protos bench gallery segcheck realdata translation-loop clean
 
 setup: $(STAMP) $(BSTAMP) $(TSTAMP)
+	@# Tesseract OCR reads the scale-bar label (semforge.analysis._scalebar); Debian's package, ~15 MB
+	@command -v tesseract >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; }
 
 $(TSTAMP):
 	test -d $(TVENV) || $(PY) -m venv $(TVENV)

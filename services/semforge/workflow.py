@@ -17,7 +17,7 @@ import numpy as np
 
 from .analysis import (Calibration, ImageResult, LoadedImage, MeasureOptions, check_calibration_consistency,
                        detect_databar, load_image, measure_mask, plausibility_warnings, resolve_calibration,
-                       to_gray_float, write_image_outputs, write_sample_report)
+                       scale_bar_calibration, to_gray_float, write_image_outputs, write_sample_report)
 from .inference import DEFAULT_SEGMENTER, Segmenter, create_segmenter
 
 __all__ = ["PreparedImage", "prepare_image", "analyze_image", "analyze_paths", "image_stem"]
@@ -38,14 +38,19 @@ def image_stem(path: str | os.PathLike) -> str:
     return Path(path).name.rsplit(".", 1)[0] or "image"
 
 
-def prepare_image(source, *, name: str, pixel_size_nm: float | None = None, databar: str | int = "auto") -> PreparedImage:
+def prepare_image(source, *, name: str, pixel_size_nm: float | None = None, databar: str | int = "auto",
+                  calibration: Calibration | None = None) -> PreparedImage:
     """Decode, calibrate and find the specimen rows of one image.
 
     ``databar``: ``"auto"`` (detect), ``"none"`` (keep all rows) or an int
-    (the number of specimen rows).
+    (the number of specimen rows). The scale bar in the data bar is checked
+    against the file's pixel size (a disagreement raises
+    ``ScaleBarMismatch``) and calibrates a file without one, unless the user
+    gave ``pixel_size_nm``. ``calibration``: the result of an earlier call
+    for this image (skips the check).
     """
     img = load_image(source, name=name)
-    cal = resolve_calibration(img.calibration, user_pixel_size_nm=pixel_size_nm)
+    cal = calibration or resolve_calibration(img.calibration, user_pixel_size_nm=pixel_size_nm)
     h = img.pixels.shape[0]
     if databar == "auto":
         rows = detect_databar(img.pixels)
@@ -55,6 +60,8 @@ def prepare_image(source, *, name: str, pixel_size_nm: float | None = None, data
         rows = int(databar)
         if not 0 < rows <= h:
             raise ValueError(f"databar rows must be in 1..{h}, got {databar}")
+    if calibration is None and pixel_size_nm is None and rows < h:  # scale bar vs metadata (#13)
+        cal = scale_bar_calibration(img.pixels, rows, cal, image=name)[0]
     return PreparedImage(name, to_gray_float(img.pixels), cal, rows, img)
 
 
@@ -80,13 +87,14 @@ def analyze_paths(paths: list[str], outdir: str | os.PathLike, *, options: Measu
             raise ValueError(f"two images share the name {name!r}; rename one")
         names.add(name)
     # calibration of every image first: a mixed batch is refused before any work (#13)
-    check_calibration_consistency((image_stem(p), resolve_calibration(load_image(p, name=image_stem(p)).calibration,
-                                                                      user_pixel_size_nm=pixel_size_nm)) for p in paths)
+    cals = [prepare_image(p, name=image_stem(p), pixel_size_nm=pixel_size_nm, databar=databar).calibration
+            for p in paths]
+    check_calibration_consistency(zip(map(image_stem, paths), cals))
     for i, path in enumerate(paths):
         name = image_stem(path)
         if progress:
             progress(i, name, "load", 0.0)
-        prep = prepare_image(path, name=name, pixel_size_nm=pixel_size_nm, databar=databar)
+        prep = prepare_image(path, name=name, pixel_size_nm=pixel_size_nm, databar=databar, calibration=cals[i])
         if progress:
             progress(i, name, "segment", 0.25)
         res = analyze_image(prep, segmenter=seg, options=options)

@@ -95,3 +95,8 @@ def test_workflow_prints_warnings(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "plain.tif", img)
     analyze_paths([str(tmp_path / "plain.tif")], tmp_path / "out", segmenter="classical")
     assert "warning [uncalibrated] plain:" in capsys.readouterr().err
+
+
+def test_scale_bar_calibration_is_said():
+    ws = plausibility_warnings(image="a", calibration=Calibration(7.4, "scalebar"))
+    assert codes(ws) == ["calibrated_from_scale_bar"] and "7.4 nm/px" in ws[0].message

@@ -40,7 +40,8 @@ class Warning_:
     code : str
         Stable identifier: ``no_particles``, ``uncalibrated``,
         ``pixel_size_implausible``, ``particle_size_implausible``,
-        ``particles_tiny``, ``particles_huge``, ``few_particles``.
+        ``particles_tiny``, ``particles_huge``, ``few_particles``,
+        ``calibrated_from_scale_bar`` (information: the file had no pixel size).
     image : str
         Image name the warning is about.
     message : str
@@ -119,7 +120,10 @@ def plausibility_warnings(*, image: str, calibration: Calibration, particles: Se
         out.append(Warning_("uncalibrated", image,
                             "no pixel size in the file and none given: sizes are in px, not nm "
                             "(give --pixel-size NM or a calibrated file)"))
-    elif not PLAUSIBLE_PIXEL_NM[0] <= px <= PLAUSIBLE_PIXEL_NM[1]:
+    elif calibration.source == "scalebar":
+        out.append(Warning_("calibrated_from_scale_bar", image,
+                            f"no pixel size in the file: {px:.4g} nm/px was read from the scale bar in the data bar"))
+    if px is not None and not PLAUSIBLE_PIXEL_NM[0] <= px <= PLAUSIBLE_PIXEL_NM[1]:
         hint = ""
         if px > PLAUSIBLE_PIXEL_NM[1]:
             hint = " (was it given in pm or A? the value must be in nm)"
