@@ -70,7 +70,7 @@ def analyze_image(prep: PreparedImage, *, segmenter: Segmenter, options: Measure
     mask = np.zeros(prep.gray.shape, dtype=bool)
     mask[: prep.specimen_rows] = prob >= 0.5
     return measure_mask(mask, calibration=prep.calibration, image_name=prep.name,
-                        specimen_rows=prep.specimen_rows, options=options)
+                        specimen_rows=prep.specimen_rows, options=options, gray=prep.gray)
 
 
 def analyze_paths(paths: list[str], outdir: str | os.PathLike, *, options: MeasureOptions = MeasureOptions(),
