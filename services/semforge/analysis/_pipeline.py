@@ -146,6 +146,9 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
         particles.append(row)
     labels = np.zeros((h, w), dtype=np.uint32)
     labels[:rows] = sep.labels
+    drawn = np.bincount(labels.ravel(), minlength=len(particles) + 1)  # labels.tif = area_px - overlap_px (#13)
+    for row in particles:
+        row["overlap_px"] = int(round(row[f"area_{unit}2"] / ((px or 1.0) ** 2))) - int(drawn[row["id"]])
     return ImageResult(name=image_name, labels=labels, particles=particles, calibration=calibration,
                        specimen_rows=rows, options=options)
 

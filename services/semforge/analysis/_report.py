@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ._io import write_labels_tiff
 from ._pipeline import ImageResult, summarize
 
 __all__ = ["write_image_outputs", "write_sample_report", "overlay_rgb", "write_particles_csv"]
@@ -85,14 +86,10 @@ def write_image_outputs(result: ImageResult, gray: np.ndarray, outdir: str | os.
 
     Returns the written paths by name.
     """
-    import tifffile
-
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    if write_labels:
-        n = int(result.labels.max()) if result.labels.size else 0
-        lab = result.labels.astype(np.uint16 if n < 65535 else np.uint32)
-        tifffile.imwrite(out / "labels.tif", lab, compression="zlib")
+    if write_labels:  # ImageJ-calibrated (#13)
+        write_labels_tiff(out / "labels.tif", result.labels, result.calibration)
     write_particles_csv(out / "particles.csv", result.particles, result.columns)
     _save_png(out / "overlay.png", overlay_rgb(gray, result.labels, result.particles))
     return {"labels": str(out / "labels.tif"), "particles": str(out / "particles.csv"),
