@@ -87,20 +87,19 @@ def test_truncated_instrument_files_are_clear_errors(tmp_path, fmt, writer):
 @pytest.mark.realdata
 def test_real_image_as_dm3_int32_and_dm4_float32_same_particles(bam, tmp_path):
     """The issue's case: the same micrograph as int32 DM3 gave 0 particles, as float32 DM4 95 instead of 85."""
-    from semforge.analysis import MeasureOptions, match_instances
+    from semforge.analysis import match_instances
     from semforge.inference import create_segmenter
-    from semforge.workflow import analyze_image, prepare_image
+    from semforge.pipeline import AnalysisOptions, LocalStages, analyze_image
 
     x8 = tifffile.imread(sorted((bam / "images").glob("*.tif"))[0])[:, 512:]
-    seg = create_segmenter("unetpp")
+    stages = LocalStages(create_segmenter("unetpp"))
     tifffile.imwrite(tmp_path / "ref.tif", x8)
-    ref = analyze_image(prepare_image(tmp_path / "ref.tif", name="ref", pixel_size_nm=7.344), segmenter=seg,
-                        options=MeasureOptions())
+    ref = analyze_image(stages, tmp_path / "ref.tif", "ref", AnalysisOptions(pixel_size_nm=7.344)).measured
     write_dm(tmp_path / "a.dm3", x8.astype(np.int32), 7.344, version=3)
     write_dm(tmp_path / "b.dm4", x8.astype(np.float32) * 16.0 + 0.5, 7.344, version=4)
     for p in (tmp_path / "a.dm3", tmp_path / "b.dm4"):
-        prep = prepare_image(p, name=p.stem)
+        out = analyze_image(stages, p, p.stem, AnalysisOptions())  # calibration from the file, checked by the bar
+        prep, res = out.prepared, out.measured
         assert prep.calibration.pixel_size_nm == pytest.approx(7.344) and prep.specimen_rows == 712
-        res = analyze_image(prep, segmenter=seg, options=MeasureOptions())
         m = match_instances(res.labels, ref.labels)
-        assert len(ref.included()) >= 15 and m["f1"] >= 0.95, (p.name, m)
+        assert ref.included >= 15 and m["f1"] >= 0.95, (p.name, m)

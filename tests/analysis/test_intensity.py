@@ -10,7 +10,15 @@ import tifffile
 
 from semforge.analysis import (Calibration, MeasureOptions, intensity_range, match_instances, measure_mask,
                                plausibility_warnings, to_gray_float)
-from semforge.workflow import analyze_image, prepare_image
+
+
+def run_image(path, *, pixel_size_nm=None, segmenter="unetpp", stages=None):
+    """One image through the in-process pipeline: (Prepared, Measured)."""
+    from semforge.pipeline import AnalysisOptions, LocalStages, analyze_image
+
+    stages = stages or LocalStages(segmenter)
+    out = analyze_image(stages, path, path.stem, AnalysisOptions(pixel_size_nm=pixel_size_nm))
+    return out.prepared, out.measured
 
 
 def representations(x8: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
@@ -116,20 +124,21 @@ def test_real_image_same_particles_in_every_representation(bam, tmp_path):
     """The shipped UNet++ in process on a real micrograph stored 8 ways (left half, data bar kept)."""
     from semforge.inference import create_segmenter
 
+    from semforge.pipeline import LocalStages
+
     src = sorted((bam / "images").glob("*.tif"))[0]
     x8 = tifffile.imread(src)[:, :512]
-    seg = create_segmenter("unetpp")
-    opts = MeasureOptions()
+    stages = LocalStages(create_segmenter("unetpp"))
 
     def run(path):
-        prep = prepare_image(path, name=path.stem, pixel_size_nm=7.344)
+        prep, measured = run_image(path, pixel_size_nm=7.344, stages=stages)
         assert prep.specimen_rows == 712, path.name
-        return analyze_image(prep, segmenter=seg, options=opts)
+        return measured
 
     p8 = tmp_path / "uint8.tif"
     tifffile.imwrite(p8, x8)
     ref = run(p8)
-    n_ref = len(ref.included())
+    n_ref = ref.included
     assert n_ref >= 15
     reps = representations(x8)
     for name in ("uint16-12bit-hot-pixels", "uint16-14bit", "int16-signed", "int32", "float32-counts", "rgba16"):
@@ -137,10 +146,10 @@ def test_real_image_same_particles_in_every_representation(bam, tmp_path):
         tifffile.imwrite(p, reps[name])
         res = run(p)
         m = match_instances(res.labels, ref.labels)
-        assert abs(len(res.included()) - n_ref) <= max(1, 0.05 * n_ref), (name, len(res.included()), n_ref)
+        assert abs(res.included - n_ref) <= max(1, 0.05 * n_ref), (name, res.included, n_ref)
         assert m["f1"] >= 0.95, (name, m)
-        assert not [w for w in plausibility_warnings(image=name, calibration=res.calibration,
-                                                     particles=res.particles) if w.code == "no_particles"]
+        assert not [w for w in plausibility_warnings(image=name, calibration=res.table.calibration,
+                                                     particles=res.table.particles) if w.code == "no_particles"]
 
 
 def _jpeg(x8, quality=75):

@@ -25,7 +25,7 @@ def _overlapping_pair():
 def _check_consistent(labels, particles):
     drawn = np.bincount(labels.ravel(), minlength=len(particles) + 1)
     for p in particles:
-        area_px = p.get("area_px2") or p["area_nm2"] / p["_px"] ** 2
+        area_px = p["area"] / p.get("_px", 1.0) ** 2
         assert drawn[p["id"]] == round(area_px) - p["overlap_px"], p["id"]
 
 
@@ -42,7 +42,7 @@ def test_labels_tif_is_imagej_calibrated_and_matches_the_table(tmp_path):
     assert load_image(tmp_path / "labels.tif").calibration == Calibration(pytest.approx(2.5, rel=1e-6), "file:imagej")
     with open(tmp_path / "particles.csv") as fh:
         rows = list(csv.DictReader(fh))
-    parts = [{"id": int(r["id"]), "area_nm2": float(r["area_nm2"]), "overlap_px": int(r["overlap_px"]), "_px": 2.5}
+    parts = [{"id": int(r["id"]), "area": float(r["area_nm2"]), "overlap_px": int(r["overlap_px"]), "_px": 2.5}
              for r in rows]
     _check_consistent(lab, parts)
     for r in rows:  # same particle: the label's centroid lies within a pixel of the table's when nothing is shared
@@ -63,11 +63,10 @@ def test_uncalibrated_labels_say_pixel(tmp_path):
 
 @pytest.mark.realdata
 def test_real_image_every_particle_consistent(bam):
-    from semforge.inference import create_segmenter
-    from semforge.workflow import analyze_image, prepare_image
+    from semforge.pipeline import AnalysisOptions, LocalStages, analyze_image
 
-    prep = prepare_image(sorted((bam / "images").glob("*.tif"))[0], name="a", pixel_size_nm=7.344)
-    res = analyze_image(prep, segmenter=create_segmenter("unetpp"), options=MeasureOptions())
-    parts = [dict(p, _px=7.344) for p in res.particles]
+    src = sorted((bam / "images").glob("*.tif"))[0]
+    res = analyze_image(LocalStages("unetpp"), src, "a", AnalysisOptions(pixel_size_nm=7.344)).measured
+    parts = [dict(p, _px=7.344) for p in res.table.particles]
     assert sum(p["overlap_px"] > 0 for p in parts) >= 5
     _check_consistent(res.labels, parts)

@@ -59,7 +59,7 @@ def test_ellipse_axes_and_angle(angle):
     assert major == pytest.approx(2 * a, rel=0.02) and minor == pytest.approx(2 * b, rel=0.02)
     assert min(abs(ang - angle), 180 - abs(ang - angle)) < 1.0
     row = measure_instance(m, pixel_size_nm=2.0)
-    assert row["ellipse_major_nm"] == pytest.approx(2 * major) and row["ellipse_angle_deg"] == pytest.approx(ang)
+    assert row["ellipse_major"] == pytest.approx(2 * major) and row["ellipse_angle_deg"] == pytest.approx(ang)
 
 
 def test_feret_angles_of_a_rectangle():
@@ -67,7 +67,7 @@ def test_feret_angles_of_a_rectangle():
     m[20:30, 10:50] = True  # 40 wide, 10 high
     row = measure_instance(m)
     assert row["feret_min_angle_deg"] == pytest.approx(90.0, abs=0.5)  # narrowest across: vertical caliper
-    diag = np.degrees(np.arctan2(row["feret_min_px"], row["feret_max_px"]))
+    diag = np.degrees(np.arctan2(row["feret_min"], row["feret_max"]))
     assert min(row["feret_max_angle_deg"], 180 - row["feret_max_angle_deg"]) == pytest.approx(
         np.degrees(np.arctan2(10, 40)), abs=1.5), diag
 

@@ -32,7 +32,7 @@ def main() -> None:
         img = load_image(p)
         hm = tifffile.imread(data / "masks" / f"{p.stem}_m.tif")[:712] > 0
         res = measure_mask(hm, calibration=img.calibration, options=MeasureOptions(separate="none"))
-        ecd += [q["ecd_nm"] for q in res.included()]
+        ecd += [q["ecd"] for q in res.included()]
         for q in res.included():
             crop = res.labels[q["bbox_y0_px"]:q["bbox_y1_px"], q["bbox_x0_px"]:q["bbox_x1_px"]] == q["id"]
             conv_new.append(q["convexity"])

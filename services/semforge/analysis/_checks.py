@@ -16,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
+from ..errors import UserInputError
 from ._io import Calibration
 
 __all__ = ["Warning_", "plausibility_warnings", "check_calibration_consistency", "MixedCalibrationError",
@@ -59,7 +60,7 @@ class Warning_:
         return f"warning [{self.code}] {self.image}: {self.message}"
 
 
-class MixedCalibrationError(ValueError):
+class MixedCalibrationError(UserInputError):
     """A batch mixes calibrated and uncalibrated images (or different units)."""
 
 
@@ -187,4 +188,4 @@ def check_calibration_consistency(calibrations: Iterable[tuple[str, Calibration]
         shown = ", ".join(unc[:5]) + (f" and {len(unc) - 5} more" if len(unc) > 5 else "")
         raise MixedCalibrationError(
             f"{len(unc)} of {len(items)} images have no pixel size ({shown}) while the others are calibrated: "
-            "one sample table needs one unit; give --pixel-size NM or analyse them separately")
+            "one sample table needs one unit; give --pixel-size NM or analyse them separately", field="images")

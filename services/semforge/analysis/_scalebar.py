@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UserInputError
 from ._io import Calibration, _unit_factor, to_gray_float
 
 __all__ = ["ScaleBar", "ScaleBarMismatch", "find_scale_bar", "read_scale_bar", "check_scale_bar",
@@ -34,7 +35,7 @@ __all__ = ["ScaleBar", "ScaleBarMismatch", "find_scale_bar", "read_scale_bar", "
 _LABEL = re.compile(r"^(\d+(?:[.,]\d+)?)\s*(nm|um|\u00b5m|\u03bcm|mm|pm|\u00c5)$", re.IGNORECASE)
 
 
-class ScaleBarMismatch(ValueError):
+class ScaleBarMismatch(UserInputError):
     """The scale bar and the file's pixel size disagree beyond the tolerance."""
 
 
@@ -289,7 +290,8 @@ def check_scale_bar(calibration: Calibration, bar: ScaleBar | None, *, image: st
         raise ScaleBarMismatch(
             f"{image}: the scale bar ({bar.label} over {bar.length_px:.1f} px = {px_bar:.4g} nm/px) disagrees with "
             f"the pixel size {px:.4g} nm/px from {calibration.source} by {100 * rel:.1f} % (tolerance "
-            f"{100 * tol:.1f} %); check the calibration, or give --pixel-size NM to override both")
+            f"{100 * tol:.1f} %); check the calibration, or give --pixel-size NM to override both",
+            field="pixel_size_nm")
     return calibration
 
 
