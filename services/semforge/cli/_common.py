@@ -8,11 +8,12 @@ import sys
 from dataclasses import dataclass
 
 from ..errors import UserInputError
+from ..modality import MODALITIES
 
 __all__ = ["CliError", "positive", "databar", "add_analysis_options", "analysis_options", "check_inputs",
            "text_progress", "MODALITY_CHOICES"]
 
-MODALITY_CHOICES = ["se", "stem", "tem", "him"]
+MODALITY_CHOICES = list(MODALITIES)
 
 
 class CliError(Exception):

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..modality import Modality
 from ._base import Segmenter
 from .onnx_graph import legacy_normalize, normalization_in_graph
 from .tiling import combine, predict_tiled
 
 __all__ = ["MODELS_REPO", "model_dir", "load_metadata", "OnnxSegmenter", "TritonSegmenter", "SHIPPED"]
-
 
 
 def _default_models_repo() -> Path:
@@ -32,9 +32,8 @@ def _default_models_repo() -> Path:
 
 
 MODELS_REPO = _default_models_repo()
-# modality -> shipped model name
-SHIPPED = {"se": "semforge_unetpp_se", "him": "semforge_unetpp_se",
-           "stem": "semforge_unetpp_transmission", "tem": "semforge_unetpp_transmission"}
+# modality -> shipped model name (dark-particle modalities have their own model)
+SHIPPED = {m.value: "semforge_unetpp_transmission" if m.dark_particles else "semforge_unetpp_se" for m in Modality}
 
 
 def model_dir(name: str, version: int | None = None, repo: str | os.PathLike | None = None) -> Path:
@@ -155,9 +154,7 @@ class ShippedSegmenter(Segmenter):
             return False
 
     def for_modality(self, modality: str) -> _TiledSegmenter:
-        name = SHIPPED.get(modality)
-        if name is None:
-            raise ValueError(f"unknown modality {modality!r}; use se, him, stem or tem")
+        name = SHIPPED[Modality.parse(modality).value]
         if name not in self._loaded:
             cls = OnnxSegmenter if self.backend == "onnx" else TritonSegmenter
             self._loaded[name] = cls(name, **self.kw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,9 +21,11 @@ class _Stream:
 
 
 class EventHub:
-    def __init__(self, jobs: JobStore, *, poll_s: float = 0.3):
+    def __init__(self, jobs: JobStore, *, poll_s: float = 0.3, keep: int = 256):
         self.jobs = jobs
         self.poll_s = poll_s
+        self.keep = keep
+        self._ended: collections.deque = collections.deque()
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
 
@@ -50,8 +53,15 @@ class EventHub:
                 s.cond.notify_all()
 
     def close(self, job_id: str) -> None:
+        """The job ended here: wake its followers. The last ``keep`` ended streams stay replayable (a
+        follower that subscribes just after the end still gets every event); older ones read the record."""
         with self._lock:
             s = self._streams.get(job_id)
+            self._ended.append(job_id)
+            while len(self._ended) > self.keep:
+                old = self._ended.popleft()
+                if old in self._streams and self._streams[old].done:
+                    del self._streams[old]
         if s:
             with s.cond:
                 s.done = True

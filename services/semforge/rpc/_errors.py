@@ -110,34 +110,30 @@ def map_exceptions(fn):
     return wrapper
 
 
-def _details(err: grpc.RpcError):
+def _detail(err: grpc.RpcError, cls):
+    """The first detail of type ``cls`` in a failed call's ``google.rpc.Status``, or None."""
     try:
         st = rpc_status.from_call(err)
     except Exception:  # noqa: BLE001 - a malformed status is "no details"
-        return []
-    return list(st.details) if st is not None else []
+        return None
+    for d in st.details if st is not None else ():
+        if d.Is(cls.DESCRIPTOR):
+            out = cls()
+            d.Unpack(out)
+            return out
+    return None
 
 
 def error_detail_from(err: grpc.RpcError):
     """The ``semforge.common.v1.ErrorDetail`` of a failed call, or None."""
     from semforge.common.v1 import common_pb2
 
-    for d in _details(err):
-        if d.Is(common_pb2.ErrorDetail.DESCRIPTOR):
-            out = common_pb2.ErrorDetail()
-            d.Unpack(out)
-            return out
-    return None
+    return _detail(err, common_pb2.ErrorDetail)
 
 
 def bad_request_from(err: grpc.RpcError):
     """The ``google.rpc.BadRequest`` of a failed call (field violations), or None."""
-    for d in _details(err):
-        if d.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            out = error_details_pb2.BadRequest()
-            d.Unpack(out)
-            return out
-    return None
+    return _detail(err, error_details_pb2.BadRequest)
 
 
 assert code_pb2.INVALID_ARGUMENT == grpc.StatusCode.INVALID_ARGUMENT.value[0]
