@@ -379,6 +379,10 @@ def cmd_translate(args) -> int:
 def cmd_train(args) -> int:
     if args.what == "translator":
         return _train_translator(args)
+    if args.what == "classifier":
+        from .classification.train import cli_train
+
+        return cli_train(args)
     if args.what != "segmenter":
         raise CliError(f"'semforge train {args.what}' is not available in this build yet", 2)
     import json
@@ -566,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (segmenter) into the Triton model repository")
     t.add_argument("what", choices=["segmenter", "translator", "classifier"],
-                   help="segmenter (UNet++), translator (CycleGAN); classifier: not in this build yet")
+                   help="segmenter (UNet++), translator (CycleGAN), classifier (shape CNN, docs/classification.md)")
     t.add_argument("--data", nargs="+", help="rendered dataset roots (scene_*/) or folders with images/ + masks/")
     t.add_argument("--data-store", help="object store (directory or s3://bucket) holding the --data prefixes "
                    "(e.g. --data datasets/se-tio2-n80); they are fetched into --cache-dir")
