@@ -64,6 +64,10 @@ class ClassifierTrainConfig:
             raise ValueError("steps and eval_every must be >= 1 and batch >= 2")
         if self.size < 16:
             raise ValueError(f"crop size must be >= 16, got {self.size}")
+        from .model import ARCHS
+
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown classifier architecture {self.arch!r}; valid: {', '.join(ARCHS)}")
 
     @property
     def model_name(self) -> str:
@@ -222,7 +226,9 @@ def train_classifier(cfg: ClassifierTrainConfig, *, progress: Callable[[str], No
     ckpt = work / "checkpoint.pt"
     if ckpt.exists():
         st = torch.load(ckpt, weights_only=False)
-        if st["config"] != asdict(cfg) | {"time_budget_s": st["config"].get("time_budget_s")}:
+        free = ("name", "version", "repo", "time_budget_s", "workdir")  # where it goes and when it stops
+        if {k: v for k, v in st["config"].items() if k not in free} != {k: v for k, v in asdict(cfg).items()
+                                                                       if k not in free}:
             raise ValueError(f"{ckpt} was made with another configuration; use another work folder")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
@@ -246,9 +252,9 @@ def train_classifier(cfg: ClassifierTrainConfig, *, progress: Callable[[str], No
         if step % cfg.eval_every == 0 or step == cfg.steps:
             c = _evaluate(model, Xva, yva, n_cls) if len(yva) else confusion(ytr[:0], ytr[:0], n_cls)
             fig = per_class_figures(c, classes)
-            history.append({"step": step, "loss": float(loss), "val_accuracy": fig["accuracy"],
+            history.append({"step": step, "loss": loss.item(), "val_accuracy": fig["accuracy"],
                             "val_macro_f1": fig["macro_f1"], "seconds": round(time.perf_counter() - t_start, 1)})
-            say(f"step {step}: loss {float(loss):.3f}, val accuracy {fig['accuracy']:.3f}, macro F1 {fig['macro_f1']:.3f}")
+            say(f"step {step}: loss {loss.item():.3f}, val accuracy {fig['accuracy']:.3f}, macro F1 {fig['macro_f1']:.3f}")
             if fig["macro_f1"] > best["macro_f1"] or not len(yva):
                 best = {"step": step, "macro_f1": fig["macro_f1"], "accuracy": fig["accuracy"],
                         "confusion": c.tolist(), "per_class": fig["per_class"]}
