@@ -56,12 +56,19 @@ def prepare_image(source, *, name: str, pixel_size_nm: float | None = None, data
     return PreparedImage(name, to_gray_float(img.pixels), cal, rows, img)
 
 
-def analyze_image(prep: PreparedImage, *, segmenter: Segmenter, options: MeasureOptions) -> ImageResult:
+def analyze_image(prep: PreparedImage, *, segmenter: Segmenter, options: MeasureOptions,
+                  classifier=None) -> ImageResult:
     prob = segmenter.predict(prep.gray[: prep.specimen_rows], modality=options.modality)
     mask = np.zeros(prep.gray.shape, dtype=bool)
     mask[: prep.specimen_rows] = prob >= 0.5
-    return measure_mask(mask, calibration=prep.calibration, image_name=prep.name,
-                        specimen_rows=prep.specimen_rows, options=options)
+    res = measure_mask(mask, calibration=prep.calibration, image_name=prep.name,
+                       specimen_rows=prep.specimen_rows, options=options)
+    if options.classify and classifier is not None:  # shape from each particle's crop (semforge.classification)
+        from .classification import apply_classes
+
+        apply_classes(res.particles, classifier.classify(prep.gray, res.labels, res.particles,
+                                                         modality=options.modality, unit=res.unit), res.unit)
+    return res
 
 
 def analyze_paths(paths: list[str], outdir: str | os.PathLike, *, options: MeasureOptions = MeasureOptions(),
@@ -70,6 +77,9 @@ def analyze_paths(paths: list[str], outdir: str | os.PathLike, *, options: Measu
     """Analyse images of one sample in process and write all outputs under ``outdir``."""
     options.validate()
     seg = create_segmenter(segmenter or DEFAULT_SEGMENTER)
+    from .classification import DEFAULT_CLASSIFIER, create_classifier
+
+    cls = create_classifier(DEFAULT_CLASSIFIER) if options.classify else None
     out = Path(outdir)
     results, names = [], set()
     for i, path in enumerate(paths):
@@ -82,7 +92,7 @@ def analyze_paths(paths: list[str], outdir: str | os.PathLike, *, options: Measu
         prep = prepare_image(path, name=name, pixel_size_nm=pixel_size_nm, databar=databar)
         if progress:
             progress(i, name, "segment", 0.25)
-        res = analyze_image(prep, segmenter=seg, options=options)
+        res = analyze_image(prep, segmenter=seg, options=options, classifier=cls)
         if progress:
             progress(i, name, "report", 0.8)
         write_image_outputs(res, prep.gray, out / name)

@@ -258,3 +258,26 @@ def test_classify_service_reads_image_and_labels_by_reference(tmp_path):
     finally:
         ch.close()
         srv.stop(0)
+
+
+def test_in_process_analysis_classifies_from_crops(tiny_repo):
+    from semforge.analysis import Calibration, MeasureOptions
+    from semforge.inference import create_segmenter
+    from semforge.workflow import PreparedImage, analyze_image
+
+    img, _ = synthetic_sem(seed=8, size=(256, 320), n_particles=30, databar_rows=0)
+    gray = img.astype(np.float32) / 255
+    prep = PreparedImage("x", gray, Calibration(2.0, "user"), 256, None)
+    cnn = create_classifier("cnn", repo=tiny_repo / "repo", threads=1)
+    seg = create_segmenter("classical")
+    res = analyze_image(prep, segmenter=seg, options=MeasureOptions(), classifier=cnn)
+    plain = analyze_image(prep, segmenter=seg, options=MeasureOptions())  # rules-v1 only
+    want = cnn.classify(gray, res.labels, plain.particles, unit=res.unit)
+    assert [(p["shape"], p["shape_confidence"]) for p in res.particles] == want
+    for p, q in zip(res.particles, plain.particles):
+        if p["shape"] in ("covered", "agglomerate") and not q["excluded"]:
+            assert p["excluded"] and p["exclude_reason"] == p["shape"]
+        else:
+            assert p["excluded"] == q["excluded"]
+    off = analyze_image(prep, segmenter=seg, options=MeasureOptions(classify=False), classifier=cnn)
+    assert {p["shape"] for p in off.particles} == {"unknown"}
