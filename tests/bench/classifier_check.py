@@ -38,6 +38,23 @@ from semforge.inference import create_segmenter  # noqa: E402
 BAM = REPO.parent / "shared" / "data" / "bam-tio2-sem"
 RENDERED = REPO / "out" / "cls" / "render" / "datasets"
 RULES_UNMEASURED = ("not_separable", "nonconvex_after_uecs")
+CACHE = REPO / "out" / "cls" / "eval-cache"  # segmentation results (they do not depend on the classifier)
+
+
+def segmented(seg, gray, modality: str, key: str, calibration=None):
+    """Labels and particle rows of the analysis (shipped UNet++, UECS, rules-v1 shapes), cached by ``key``."""
+    from semforge.analysis import Calibration
+
+    f = CACHE / f"{key}.npz"
+    if f.exists():
+        z = np.load(f, allow_pickle=False)
+        return z["labels"], json.loads(str(z["rows"])), str(z["unit"])
+    cal = calibration or Calibration(None, "none")
+    res = measure_mask(seg.predict(gray, modality=modality) >= 0.5, calibration=cal,
+                       options=MeasureOptions(modality=modality))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(f, labels=res.labels, rows=json.dumps(res.particles), unit=res.unit)
+    return res.labels, res.particles, res.unit
 
 
 def rendered_figures(seg, cnn, rules, cls_set: str, roots: list[Path]) -> dict:
@@ -49,11 +66,11 @@ def rendered_figures(seg, cnn, rules, cls_set: str, roots: list[Path]) -> dict:
     for d in scene_dirs(roots):
         info, gray, truth = _read_scene(d, IMAGE_FOR[cls_set])
         parts = {int(p["id"]): p for p in info["particles"]}
-        res = measure_mask(seg.predict(gray, modality=modality) >= 0.5, options=MeasureOptions(modality=modality))
-        rows = [r for r in res.particles if r["exclude_reason"] not in ("border", "too_small")]
-        lab = label_regions(res.labels, truth, parts, cls_set, ids={r["id"] for r in rows})
+        labels, rows, unit = segmented(seg, gray, modality, f"{d.parent.name}-{d.name}")
+        rows = [r for r in rows if r["exclude_reason"] not in ("border", "too_small")]
+        lab = label_regions(labels, truth, parts, cls_set, ids={r["id"] for r in rows})
         rows = [r for r in rows if r["id"] in lab]
-        out = cnn.classify(gray, res.labels, rows, modality=modality, unit=res.unit)
+        out = cnn.classify(gray, labels, rows, modality=modality, unit=unit) if cnn else [("unknown", 0)] * len(rows)
         for r, (s, _) in zip(rows, out):
             truth_y.append(lab[r["id"]])
             cnn_y.append(s)
@@ -101,11 +118,13 @@ def real_rows(seg, cnn, names=None) -> list[dict]:
         gray = to_gray_float(img.pixels)
         hl, colour = human_instances(BAM / "masks-4class" / f"{ip.stem}_cm.tif")
         rows_n = min(rows_n, hl.shape[0])
-        res = measure_mask(seg.predict(gray[:rows_n], modality="se") >= 0.5, calibration=img.calibration,
-                           options=MeasureOptions(modality="se"))
-        lab = res.labels[:rows_n]
-        rows = [r for r in res.particles if r["exclude_reason"] not in ("border", "too_small")]
-        probs, classes = cnn.probabilities(gray[:rows_n], lab, [r["id"] for r in rows], modality="se")
+        lab, rows, _ = segmented(seg, gray[:rows_n], "se", f"real-{ip.stem}", img.calibration)
+        rows = [r for r in rows if r["exclude_reason"] not in ("border", "too_small")]
+        if cnn is not None:
+            probs, classes = cnn.probabilities(gray[:rows_n], lab, [r["id"] for r in rows], modality="se")
+        else:  # segmentation and rules-v1 only
+            classes = CLASSES["se"]
+            probs = np.full((len(rows), len(classes)), 1.0 / len(classes), np.float32)
         unm = [classes.index(c) for c in UNMEASURED]
         # overlap table predicted x human
         sel = lab > 0
@@ -290,7 +309,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-rendered", action="store_true")
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--prepare", action="store_true", help="only segment (fills out/cls/eval-cache)")
     args = ap.parse_args()
+    if args.prepare:
+        seg = create_segmenter("unetpp", threads=args.threads)
+        for cls_set, pat in (("se", "cls-se-test-*"), ("transmission", "cls-tem-test-*")):
+            rendered_figures(seg, None, None, cls_set, sorted(RENDERED.glob(pat)))
+        real_rows(seg, None)
+        return 0
     if args.speed:
         print(json.dumps(speed(threads=args.threads), indent=1))
         return 0
