@@ -38,7 +38,7 @@ from semforge.inference import create_segmenter  # noqa: E402
 BAM = REPO.parent / "shared" / "data" / "bam-tio2-sem"
 RENDERED = REPO / "out" / "cls" / "render" / "datasets"
 RULES_UNMEASURED = ("not_separable", "nonconvex_after_uecs")
-CACHE = REPO / "out" / "cls" / "eval-cache"  # segmentation results (they do not depend on the classifier)
+CACHE = REPO / "out" / "cls" / "eval-cache-v2"  # segmentation results (they do not depend on the classifier)
 
 
 def segmented(seg, gray, modality: str, key: str, calibration=None):
@@ -141,7 +141,7 @@ def real_rows(seg, cnn, names=None) -> list[dict]:
         for r, p in zip(rows, probs):
             iou, hi = best.get(r["id"], (0.0, 0))
             k = int(np.argmax(p))
-            out.append({"image": ip.stem, "ecd_nm": r["ecd_nm"], "rules_excluded": r["exclude_reason"] in RULES_UNMEASURED,
+            out.append({"image": ip.stem, "ecd_nm": r["ecd"], "rules_excluded": r["exclude_reason"] in RULES_UNMEASURED,
                         "cnn_class": classes[k] if p[k] >= 0.75 else "unknown", "cnn_conf": float(p[k]),
                         "p_unmeasurable": float(p[unm].sum()),
                         "human": colour[hi] if iou >= 0.5 else None})

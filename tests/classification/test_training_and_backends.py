@@ -137,17 +137,15 @@ def test_unknown_below_the_limit_and_rows_without_pixels(tiny_repo):
 
 
 def test_covered_and_agglomerated_are_excluded_with_the_reason():
-    rows = [{"id": 1, "excluded": False, "exclude_reason": "", "area_nm2": 100.0, "ecd_nm": 11.3, "feret_max_nm": 12.0},
-            {"id": 2, "excluded": False, "exclude_reason": "", "area_nm2": 100.0, "ecd_nm": 11.3, "feret_max_nm": 12.0},
-            {"id": 3, "excluded": True, "exclude_reason": "border", "area_nm2": 100.0, "ecd_nm": 11.3,
-             "feret_max_nm": 12.0},
-            {"id": 4, "excluded": False, "exclude_reason": "", "area_nm2": 100.0, "ecd_nm": 11.3, "feret_max_nm": 20.0}]
+    base = {"excluded": False, "exclude_reason": "", "area": 100.0, "ecd": 11.3, "feret_max": 12.0}
+    rows = [dict(base, id=1), dict(base, id=2), dict(base, id=3, excluded=True, exclude_reason="border"),
+            dict(base, id=4, feret_max=20.0)]
     counts = apply_classes(rows, [("sphere", 0.9), ("covered", 0.8), ("agglomerate", 0.99), ("rod", 0.8)], "nm")
     assert counts == {"sphere": 1, "covered": 1, "agglomerate": 1, "rod": 1}
     assert [r["excluded"] for r in rows] == [False, True, True, False]
     assert [r["exclude_reason"] for r in rows] == ["", "covered", "border", ""]
-    assert rows[0]["sphere_diameter_nm"] == 11.3 and rows[3]["rod_length_nm"] == 20.0
-    assert rows[3]["rod_thickness_nm"] == pytest.approx(5.0)
+    assert rows[0]["sphere_diameter"] == 11.3 and rows[3]["rod_length"] == 20.0
+    assert rows[3]["rod_thickness"] == pytest.approx(5.0)
     with pytest.raises(ValueError, match="classes for"):
         apply_classes(rows, [], "nm")
 
@@ -234,7 +232,7 @@ def test_classify_service_reads_image_and_labels_by_reference(tmp_path):
     from semforge.classify.v1 import classify_pb2, classify_pb2_grpc
     from semforge.common.v1 import common_pb2
     from semforge.rpc import ServiceConfig, build_server
-    from semforge.rpc._convert import get_json, put_json, put_tiff
+    from semforge.rpc.convert import get_table, put_labels, put_table
     from semforge.storage import LocalStore
     from semforge_classify.server import register
 
@@ -244,8 +242,8 @@ def test_classify_service_reads_image_and_labels_by_reference(tmp_path):
     buf = io.BytesIO()
     tifffile.imwrite(buf, img)
     image, _ = store.put_content([buf.getvalue()])
-    labels = put_tiff(store, res.labels.astype(np.uint16))
-    parts = put_json(store, {"unit": res.unit, "particles": res.particles})
+    labels = put_labels(store, res.labels)
+    parts = put_table(store, res.table)
     add = register(store, "cnn")
     assert add.ready()
     srv = build_server("classify", add, ServiceConfig(port=0, host="127.0.0.1"))
@@ -256,10 +254,11 @@ def test_classify_service_reads_image_and_labels_by_reference(tmp_path):
                                                        image=common_pb2.ObjectRef(key=image.key),
                                                        labels=common_pb2.ObjectRef(key=labels.key)), timeout=60)
         assert r.model == "cnn" and sum(r.counts.values()) == len(res.particles)
-        doc = get_json(store, r.particles.key)
+        table = get_table(store, r.particles.key)
+        assert table.classifier == "cnn"
         want = create_classifier("cnn").classify(img / 255.0, res.labels, res.particles, unit=res.unit)
-        assert [(p["shape"], p["shape_confidence"]) for p in doc["particles"]] == [(s, c) for s, c in want]
-        for p in doc["particles"]:
+        assert [(p["shape"], p["shape_confidence"]) for p in table.particles] == [(s, c) for s, c in want]
+        for p in table.particles:
             if p["shape"] in ("covered", "agglomerate"):
                 assert p["excluded"]
         with pytest.raises(grpc.RpcError) as e:
@@ -276,23 +275,29 @@ def test_classify_service_reads_image_and_labels_by_reference(tmp_path):
 
 
 def test_in_process_analysis_classifies_from_crops(tiny_repo):
-    from semforge.analysis import Calibration, MeasureOptions
-    from semforge.inference import create_segmenter
-    from semforge.workflow import PreparedImage, analyze_image
+    from semforge.analysis import Calibration
+    from semforge.pipeline import AnalysisOptions, LocalStages, Prepared
 
     img, _ = synthetic_sem(seed=8, size=(256, 320), n_particles=30, databar_rows=0)
     gray = img.astype(np.float32) / 255
-    prep = PreparedImage("x", gray, Calibration(2.0, "user"), 256, None)
     cnn = create_classifier("cnn", repo=tiny_repo / "repo", threads=1)
-    seg = create_segmenter("classical")
-    res = analyze_image(prep, segmenter=seg, options=MeasureOptions(), classifier=cnn)
-    plain = analyze_image(prep, segmenter=seg, options=MeasureOptions())  # rules-v1 only
-    want = cnn.classify(gray, res.labels, plain.particles, unit=res.unit)
-    assert [(p["shape"], p["shape_confidence"]) for p in res.particles] == want
-    for p, q in zip(res.particles, plain.particles):
+    opts = AnalysisOptions()
+
+    def run(classifier):
+        st = LocalStages("classical", classifier=classifier)
+        prep = Prepared("x", Calibration(2.0, "user"), 256, 256, 320, gray=gray)
+        return st.classify(prep, st.measure(prep, st.segment(prep, opts), opts), opts)
+
+    res, plain = run(cnn), run("rules-v1")
+    assert res.table.classifier == "cnn" and plain.table.classifier == "rules-v1"
+    want = cnn.classify(gray, res.labels, plain.table.particles, unit=res.table.unit)
+    assert [(p["shape"], p["shape_confidence"]) for p in res.table.particles] == want
+    for p, q in zip(res.table.particles, plain.table.particles):
         if p["shape"] in ("covered", "agglomerate") and not q["excluded"]:
             assert p["excluded"] and p["exclude_reason"] == p["shape"]
         else:
             assert p["excluded"] == q["excluded"]
-    off = analyze_image(prep, segmenter=seg, options=MeasureOptions(classify=False), classifier=cnn)
-    assert {p["shape"] for p in off.particles} == {"unknown"}
+    assert res.included == len(res.table.included())
+    st = LocalStages("classical", classifier=cnn)
+    with pytest.raises(ValueError, match="needs the gray image"):
+        st.classify(Prepared("x", Calibration(2.0, "user"), 256, 256, 320), res, opts)

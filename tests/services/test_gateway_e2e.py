@@ -100,6 +100,22 @@ def test_upload_analyze_download(emb, stub, sample_tiff, tmp_path):
     c.close()
 
 
+def test_gateway_and_in_process_give_the_same_particle_table(emb, sample_tiff, tmp_path):
+    """One pipeline: RemoteStages through the services and LocalStages in process write the same files."""
+    from semforge.pipeline import analyze_paths
+
+    path, _ = sample_tiff
+    c = GatewayClient(emb.gateway_address)
+    c.analyze_files([path], tmp_path / "gw", sample="same")
+    c.close()
+    analyze_paths([str(path)], tmp_path / "local", title="semforge report: same")
+    for name in ("synthetic_1/particles.csv", "summary.csv"):
+        assert (tmp_path / "gw" / name).read_text() == (tmp_path / "local" / name).read_text(), name
+    gw = tifffile.imread(tmp_path / "gw" / "synthetic_1" / "labels.tif")
+    local = tifffile.imread(tmp_path / "local" / "synthetic_1" / "labels.tif")
+    assert gw.dtype == local.dtype and np.array_equal(gw, local)
+
+
 def test_second_replica_sees_and_watches_jobs(emb, sample_tiff):
     from semforge.rpc import build_server
     from semforge_gateway.server import GatewayConfig, register
@@ -213,6 +229,22 @@ def test_invalid_options(emb, stub, sample_tiff):
             list(stub.Analyze(gateway_pb2.AnalyzeRequest(images=[ref], options=opts), timeout=10))
         assert_status(e, grpc.StatusCode.INVALID_ARGUMENT, text)
     assert serving(emb)
+
+
+def test_rich_status_names_the_offending_field(emb, stub, sample_tiff):
+    from semforge.rpc import bad_request_from
+
+    path, _ = sample_tiff
+    ref = GatewayClient(emb.gateway_address).upload(path).image.ref
+    for opts, field in ((common_pb2.AnalysisOptions(modality=99), "options.modality"),
+                        (common_pb2.AnalysisOptions(specimen_rows=-5), "options.specimen_rows"),
+                        (common_pb2.AnalysisOptions(pixel_size_nm=-1), "options.pixel_size_nm")):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.SubmitJob(gateway_pb2.SubmitJobRequest(request=gateway_pb2.AnalyzeRequest(images=[ref], options=opts)),
+                           timeout=10)
+        br = bad_request_from(e.value)
+        assert br is not None and [v.field for v in br.field_violations] == [field], br
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_client_disconnect_mid_upload_leaves_no_object(emb, stub):

@@ -147,33 +147,80 @@ def export_onnx(model, path: str | Path, size: int, in_ch: int = 2) -> None:
         model.softmax = False
 
 
-_CONFIG = """name: "{name}"
+_CONFIG = """\
+# Triton model configuration of {name} (written by semforge.classification.train.write_triton_model).
+# {what}
+name: "{name}"
 backend: "python"
 max_batch_size: {max_batch}
+
+# image: particle crops, channel 0 gray normalised over the crop, channel 1 the particle's mask
 input [
-  {{ name: "image", data_type: TYPE_FP32, dims: [ 2, {size}, {size} ] }}
+  {{
+    name: "image"
+    data_type: TYPE_FP32
+    dims: [ 2, {size}, {size} ]
+  }}
 ]
+
+# probabilities: one per class, in the order of training.json "classes" (softmax in the graph)
 output [
-  {{ name: "probabilities", data_type: TYPE_FP32, dims: [ {classes} ] }}
+  {{
+    name: "probabilities"
+    data_type: TYPE_FP32
+    dims: [ {classes} ]
+  }}
 ]
-dynamic_batching {{ max_queue_delay_microseconds: 1000 }}
-instance_group [ {{ count: 1, kind: {kind} }} ]
-parameters: {{ key: "EXECUTION_ENV_PATH", value: {{ string_value: "{env}" }} }}
-parameters: {{ key: "THREADS", value: {{ string_value: "0" }} }}
+
+dynamic_batching {{
+  max_queue_delay_microseconds: 1000
+}}
+
+instance_group [
+  {{
+    count: 1
+    kind: {kind}
+  }}
+]
+
+# The Python backend's environment (numpy < 2, onnxruntime), inside the model directory as Triton's
+# python_backend requires: {env_note}
+parameters {{
+  key: "EXECUTION_ENV_PATH"
+  value: {{ string_value: "$$TRITON_MODEL_DIRECTORY/{env}" }}
+}}
+
+# ONNX Runtime intra-op threads (0 = ONNX Runtime's default)
+parameters {{
+  key: "THREADS"
+  value: {{ string_value: "0" }}
+}}
 """
 
 
 def write_triton_model(model_root: str | Path, name: str, *, classes: int, size: int, max_batch: int = 512) -> None:
-    """``config.pbtxt`` (GPU) + ``configs/cpu.pbtxt`` and the Python-backend ``model.py`` in every version."""
-    from ..inference.triton_repo import CLUSTER_ENV, install_version
+    """``config.pbtxt`` (GPU) + ``configs/cpu.pbtxt`` and the Python-backend ``model.py`` in every version.
+
+    The same ``model.py`` as the segmenters (``semforge/inference/triton_backend.py``); unlike theirs, a
+    classifier's ``model.onnx`` takes the crops as they are (no gray normalization is baked into it).
+    """
+    import shutil
+
+    from ..inference.triton_repo import CLUSTER_ENV, CPU_ENV
 
     root = Path(model_root)
     (root / "configs").mkdir(parents=True, exist_ok=True)
     kw = dict(name=name, max_batch=max_batch, size=size, classes=classes)
-    (root / "config.pbtxt").write_text(_CONFIG.format(kind="KIND_GPU", env=CLUSTER_ENV, **kw))
-    (root / "configs" / "cpu.pbtxt").write_text(
-        _CONFIG.format(kind="KIND_CPU", env="$$TRITON_MODEL_DIRECTORY/../../.venv-triton", **kw))
-    install_version(root)
+    (root / "config.pbtxt").write_text(_CONFIG.format(
+        kind="KIND_GPU", env=CLUSTER_ENV, what="GPU deployment (the cluster); configs/cpu.pbtxt is the CPU variant.",
+        env_note=f"the cluster image places {CLUSTER_ENV} here.", **kw))
+    (root / "configs" / "cpu.pbtxt").write_text(_CONFIG.format(
+        kind="KIND_CPU", env=CPU_ENV, what="CPU variant (tests, laptops): tritonserver --model-config-name=cpu.",
+        env_note=f"{CPU_ENV}/ is a link to a virtual environment (make setup: .venv-triton).", **kw))
+    src = Path(__file__).resolve().parents[1] / "inference" / "triton_backend.py"
+    for v in root.iterdir():
+        if v.is_dir() and v.name.isdigit():
+            shutil.copyfile(src, v / "model.py")
 
 
 def _evaluate(model, X, y, n_cls, batch=512):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,6 +50,21 @@ class LocalStore(ObjectStore):
         tmp = self.root / ".tmp" / (dest.name + f".{os.getpid()}.{id(path)}")
         shutil.copyfile(path, tmp)
         os.replace(tmp, dest)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        dest = self._path(key)
+        self._check()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="create-", dir=self.root / ".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.link(tmp, dest)  # atomic and fails if dest exists: complete content or nothing, one winner
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
 
     def open(self, key: str) -> BinaryIO:
         p = self._path(key)

@@ -67,6 +67,20 @@ class MinioStore(ObjectStore):
         with open(path, "rb") as fh:
             self._call(self.client.put_object, self.bucket, key, fh, size, part_size=16 << 20)
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Conditional PUT (``If-None-Match: *``): atomic on servers that honour it (AWS S3, MinIO)."""
+        validate_key(key)
+        if self.exists(key):
+            return False
+        try:
+            self._call(self.client._put_object, self.bucket, key, data,
+                       headers={"If-None-Match": "*", "Content-Type": "application/octet-stream"})
+        except StorageError as exc:
+            if "PreconditionFailed" in str(exc) or "ConditionalRequestConflict" in str(exc):
+                return False
+            raise
+        return True
+
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)
         try:
