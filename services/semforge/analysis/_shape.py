@@ -1,4 +1,9 @@
-"""Rule-based shape classes from morphometry (used until a trained CNN classifier ships).
+"""Rule-based shape classes from morphometry: ``rules-v1``, the fallback of the CNN classifier.
+
+The default classifier is the CNN of :mod:`semforge.classification` (crops of
+each particle; it also recognises covered and agglomerated particles); this
+one remains selectable (``CLASSIFY_MODEL=rules-v1``) and is the baseline of
+``docs/classification.md``.
 
 The classes follow Bals & Epple 2023 for SE images (sphere, sphere-like, cube,
 rod) and transmission images (circle, rod, triangle, square, hexagon...). A

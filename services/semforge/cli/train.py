@@ -21,7 +21,7 @@ def csv_ints(v: str) -> list[int]:
 def register(sub) -> None:
     t = sub.add_parser("train", help="train a model (segmenter) into the Triton model repository")
     t.add_argument("what", choices=["segmenter", "translator", "classifier"],
-                   help="segmenter (UNet++), translator (CycleGAN); classifier: not in this build yet")
+                   help="segmenter (UNet++), translator (CycleGAN), classifier (shape CNN, docs/classification.md)")
     t.add_argument("--data", nargs="+", help="rendered dataset roots (scene_*/) or folders with images/ + masks/")
     t.add_argument("--data-store", help="object store (directory or s3://bucket) holding the --data prefixes "
                    "(e.g. --data datasets/se-tio2-n80); they are fetched into --cache-dir")

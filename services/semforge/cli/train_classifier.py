@@ -1,5 +1,5 @@
-"""``semforge train classifier``: not in this build yet (the CNN shape classifier of issue #14 replaces this
-module: ``run(args)`` gets the ``train`` command's arguments)."""
+"""``semforge train classifier``: the CNN shape classifier of issue #14 (``run(args)`` gets the ``train`` command's
+arguments; the training itself is :func:`semforge.classification.train.cli_train`)."""
 
 from __future__ import annotations
 
@@ -9,5 +9,9 @@ from ._common import CliError
 
 
 def run(args: argparse.Namespace) -> int:
-    raise CliError("'semforge train classifier' is not available in this build yet (the CNN shape classifier "
-                   "is being built); the rule-based classes are used meanwhile", 2)
+    from ..classification.train import cli_train
+
+    try:
+        return cli_train(args)
+    except ValueError as exc:  # a bad configuration or data: one line, exit 2
+        raise CliError(str(exc), 2) from None

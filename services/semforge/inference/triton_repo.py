@@ -232,8 +232,13 @@ def _setup_repository(repo: Path) -> None:
     for m in sorted(p for p in repo.iterdir() if (p / "config.pbtxt").exists()):
         versions = sorted((v for v in m.iterdir() if v.is_dir() and v.name.isdigit()), key=lambda v: int(v.name))
         meta = json.loads((versions[-1] / "training.json").read_text()) if versions else {}
-        write_model_config(m, m.name, classes=len(meta.get("outputs", ["particle", "border"])))
-        install_version(m)
+        if str(meta.get("format", "")).startswith("semforge.classifier"):  # crops in, no gray normalization
+            from ..classification.train import write_triton_model
+
+            write_triton_model(m, m.name, classes=len(meta["classes"]), size=int(meta["input"]["size"]))
+        else:
+            write_model_config(m, m.name, classes=len(meta.get("outputs", ["particle", "border"])))
+            install_version(m)
         if env.is_dir():
             link_environment(m, env)
         print(f"{m}: configs written, normalization in graph" + (", _env -> .venv-triton" if env.is_dir() else ""))

@@ -52,8 +52,10 @@ def prepare_facts(facts: ImageFacts, name: str, options: AnalysisOptions, image:
 class LocalStages:
     """Every stage in this process: library calls on arrays; ``report`` writes under ``outdir``."""
 
-    def __init__(self, segmenter: Segmenter | str | None = None, outdir: str | os.PathLike | None = None):
+    def __init__(self, segmenter: Segmenter | str | None = None, outdir: str | os.PathLike | None = None,
+                 classifier: Any = None):
         self._segmenter = segmenter
+        self._classifier = classifier  # a semforge.classification Classifier, a name, or None (the default)
         self.outdir = Path(outdir) if outdir is not None else None
 
     def segmenter(self, options: AnalysisOptions | None = None) -> Segmenter:
@@ -84,10 +86,23 @@ class LocalStages:
 
     def classify(self, prep: Prepared, measured: Measured, options: AnalysisOptions,
                  confidence_limit: float = CONFIDENCE_LIMIT) -> Measured:
+        from ..classification import DEFAULT_CLASSIFIER, apply_classes, create_classifier
+
         t = measured.table
-        classify_particles(t.particles, modality=options.measure.modality, unit=t.unit,
-                           confidence_limit=confidence_limit)
-        t.classifier = "rules-v1"
+        if self._classifier is None or isinstance(self._classifier, str):
+            self._classifier = create_classifier(self._classifier or DEFAULT_CLASSIFIER)
+        cls = self._classifier
+        if cls.name == "rules-v1":
+            classify_particles(t.particles, modality=options.measure.modality, unit=t.unit,
+                               confidence_limit=confidence_limit)
+        else:  # shape from each particle's crop (semforge.classification; needs the gray image and the labels)
+            if prep.gray is None or not isinstance(measured.labels, np.ndarray):
+                raise ValueError(f"classifier {cls.name} needs the gray image and the label image")
+            apply_classes(t.particles, cls.classify(prep.gray, measured.labels, t.particles,
+                                                    modality=str(options.measure.modality), unit=t.unit,
+                                                    confidence_limit=confidence_limit), t.unit)
+        t.classifier = cls.name
+        measured.included = len(t.included())
         return measured
 
     def report(self, outcomes: list[ImageOutcome], options: AnalysisOptions, *, title: str,
