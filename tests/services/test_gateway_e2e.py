@@ -100,6 +100,22 @@ def test_upload_analyze_download(emb, stub, sample_tiff, tmp_path):
     c.close()
 
 
+def test_gateway_and_in_process_give_the_same_particle_table(emb, sample_tiff, tmp_path):
+    """One pipeline: RemoteStages through the services and LocalStages in process write the same files."""
+    from semforge.pipeline import analyze_paths
+
+    path, _ = sample_tiff
+    c = GatewayClient(emb.gateway_address)
+    c.analyze_files([path], tmp_path / "gw", sample="same")
+    c.close()
+    analyze_paths([str(path)], tmp_path / "local", title="semforge report: same")
+    for name in ("synthetic_1/particles.csv", "summary.csv"):
+        assert (tmp_path / "gw" / name).read_text() == (tmp_path / "local" / name).read_text(), name
+    gw = tifffile.imread(tmp_path / "gw" / "synthetic_1" / "labels.tif")
+    local = tifffile.imread(tmp_path / "local" / "synthetic_1" / "labels.tif")
+    assert gw.dtype == local.dtype and np.array_equal(gw, local)
+
+
 def test_second_replica_sees_and_watches_jobs(emb, sample_tiff):
     from semforge.rpc import build_server
     from semforge_gateway.server import GatewayConfig, register
