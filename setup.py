@@ -17,7 +17,7 @@ class BuildWithProtos(build_py):
         super().run()
 
 
-packages = ["semforge", "semforge.analysis", "semforge.inference", "semforge.storage", "semforge.rpc"]
+packages = ["semforge", "semforge.analysis", "semforge.inference", "semforge.storage", "semforge.rpc", "semforge.security"]
 packages += [f"semforge.{d}" for d in DOMAINS] + [f"semforge.{d}.v1" for d in DOMAINS]
 package_dir = {"semforge": "services/semforge"}
 for s in SERVICES:

@@ -31,6 +31,7 @@ from semforge.rpc import (ServiceConfig, build_server, configure_logging, env_fl
                           map_exceptions, serve_forever)
 from semforge.rpc._convert import (calibration_pb, get_array, get_json, measure_options, put_json, ref_pb)
 from semforge.rpc._errors import abort
+from semforge.security import service_channel
 from semforge.segment.v1 import segment_pb2, segment_pb2_grpc
 from semforge.storage import ObjectNotFound, ObjectStore, StorageUnavailable, open_store, validate_key
 
@@ -102,9 +103,9 @@ class Orchestrator:
         self.store = store
         self.cfg = cfg
         opts = [("grpc.max_receive_message_length", 64 << 20)]
-        self.segment = segment_pb2_grpc.SegmentServiceStub(grpc.insecure_channel(cfg.segment_addr, options=opts))
-        self.measure = measure_pb2_grpc.MeasureServiceStub(grpc.insecure_channel(cfg.measure_addr, options=opts))
-        self.classify = classify_pb2_grpc.ClassifyServiceStub(grpc.insecure_channel(cfg.classify_addr, options=opts))
+        self.segment = segment_pb2_grpc.SegmentServiceStub(service_channel(cfg.segment_addr, cfg, options=opts))
+        self.measure = measure_pb2_grpc.MeasureServiceStub(service_channel(cfg.measure_addr, cfg, options=opts))
+        self.classify = classify_pb2_grpc.ClassifyServiceStub(service_channel(cfg.classify_addr, cfg, options=opts))
         self.replica = uuid.uuid4().hex[:8]
         self.local: dict[str, _LocalJob] = {}
         self.lock = threading.Lock()
@@ -439,7 +440,7 @@ class Orchestrator:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         for addr in (self.cfg.segment_addr, self.cfg.measure_addr, self.cfg.classify_addr):
-            with grpc.insecure_channel(addr) as ch:
+            with service_channel(addr, self.cfg) as ch:
                 r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
                 if r.status != health_pb2.HealthCheckResponse.SERVING:
                     return False

@@ -44,9 +44,13 @@ class ProgressBar:
 
 
 class GatewayClient:
-    def __init__(self, address: str, *, timeout_s: float = 30.0):
+    def __init__(self, address: str, *, timeout_s: float = 30.0, token: str | None = None):
+        from .security import client_token, open_channel
+
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+        # token: explicit, $SEMFORGE_TOKEN, $SEMFORGE_TOKEN_FILE or $SEMFORGE_HOME/token; TLS from $SEMFORGE_TLS_*
+        self.channel = open_channel(address, token=client_token(token),
+                                    options=[("grpc.max_receive_message_length", 64 << 20)])
         self.stub = gateway_pb2_grpc.GatewayServiceStub(self.channel)
         self.timeout_s = timeout_s
 
