@@ -10,7 +10,7 @@ import uuid
 import grpc
 
 from ..analysis import ImageDecodeError
-from ..storage import InvalidKey, ObjectNotFound, StorageUnavailable
+from ..storage import InvalidKey, ObjectNotFound, StorageFull, StorageUnavailable
 
 __all__ = ["ERROR_DETAIL_KEY", "map_exceptions", "error_detail_from", "abort"]
 
@@ -33,6 +33,8 @@ def abort(code: grpc.StatusCode, message: str, field: str = "") -> None:
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
     if isinstance(exc, RpcAbort):
         return exc.code, exc.message, exc.field
+    if isinstance(exc, StorageFull):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}", ""
     if isinstance(exc, StorageUnavailable):
         return grpc.StatusCode.UNAVAILABLE, f"{exc}; retry when the object store is back", ""
     if isinstance(exc, ObjectNotFound):
