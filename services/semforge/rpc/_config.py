@@ -74,7 +74,8 @@ class ServiceConfig:
 
     Load: ``MAX_STREAMS`` (concurrent streaming calls admitted; 0 = WORKERS - 8,
     at least half the threads, so unary calls and health always find a
-    thread), ``MAX_STREAMS_PER_CLIENT`` (0 = no per-client cap).
+    thread; -1 = no cap, only to measure), ``MAX_STREAMS_PER_CLIENT`` (0 = no
+    per-client cap).
 
     Security (docs/security.md): ``SEMFORGE_AUTH`` (none | loopback | tokens |
     service), ``SEMFORGE_TOKENS`` (token registry file), ``SEMFORGE_SERVICE_TOKEN``
@@ -105,6 +106,8 @@ class ServiceConfig:
     @property
     def stream_cap(self) -> int:
         """Concurrent streams admitted: MAX_STREAMS, or WORKERS - 8 (at least WORKERS // 2)."""
+        if self.max_streams < 0:
+            return 0  # no cap (the behaviour before #15; for measurements only)
         if self.max_streams:
             return min(self.max_streams, max(self.workers - 1, 1))
         return max(self.workers - 8, self.workers // 2, 1)
@@ -125,7 +128,7 @@ class ServiceConfig:
             workers=env_int("WORKERS", 32, minimum=2),
             store=env_str("SEMFORGE_STORE"),
             grace_s=env_float("GRACE_S", 5.0, minimum=0),
-            max_streams=env_int("MAX_STREAMS", 0, minimum=0),
+            max_streams=env_int("MAX_STREAMS", 0, minimum=-1),
             max_streams_per_client=env_int("MAX_STREAMS_PER_CLIENT", 0, minimum=0),
             auth=env_str("SEMFORGE_AUTH", "none"),
             tokens_file=env_str("SEMFORGE_TOKENS", ""),
