@@ -103,6 +103,10 @@ class GatewayClient:
 
     def analyze(self, refs, names, options: common_pb2.AnalysisOptions, *, sample: str = "sample",
                 progress: Callable[[common_pb2.ProgressEvent], None] | None = None) -> common_pb2.Job:
+        from .storage import key_segment
+
+        # image names become object-key segments (job outputs): "Probe 3 (Ätzung)" -> "Probe_3_Atzung"
+        names = [key_segment(n) for n in names] if names else names
         req = gateway_pb2.AnalyzeRequest(images=refs, names=names, options=options, sample=sample)
         job = None
         for msg in self.stub.Analyze(req):

@@ -92,6 +92,23 @@ def validate_key(key: str) -> str:
     return key
 
 
+def key_segment(name: str, *, default: str = "image", max_len: int = 100) -> str:
+    """A display name (a file's stem: spaces, accents, any script) as one safe key segment.
+
+    Accented letters lose their accents (``Probe Nr. 3 (Ätzung)`` ->
+    ``Probe_Nr._3_Atzung``), every other character outside the key alphabet
+    becomes ``_``; never empty, never starting with ``.``; at most
+    ``max_len`` characters. Different names can map to the same segment:
+    callers that need unique keys de-duplicate after this.
+    """
+    import unicodedata
+
+    ascii_ = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode("ascii")
+    seg = re.sub(r"[^A-Za-z0-9._\-=+@]+", "_", ascii_).strip("._")
+    seg = re.sub(r"_+", "_", seg)[:max_len].rstrip(".")
+    return seg or default
+
+
 def blob_key(sha256_hex: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", sha256_hex or ""):
         raise InvalidKey(f"not a sha256 hex digest: {sha256_hex!r}")
