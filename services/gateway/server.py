@@ -27,6 +27,7 @@ from semforge.classify.v1 import classify_pb2, classify_pb2_grpc
 from semforge.common.v1 import common_pb2
 from semforge.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from semforge.measure.v1 import measure_pb2, measure_pb2_grpc
+from semforge.analysis._probe import ImageTooLarge, check_image_limits
 from semforge.rpc import (ServiceConfig, build_server, configure_logging, env_float, env_int, env_str,
                           map_exceptions, serve_forever)
 from semforge.rpc._convert import (calibration_pb, get_array, get_json, measure_options, put_json, ref_pb)
@@ -479,6 +480,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             abort(grpc.StatusCode.INVALID_ARGUMENT,
                   f"sha256 mismatch: expected {first['sha']}, received {info.sha256} (data corrupted in transit?)")
         name = os.path.basename(first.get("name") or "") or "image"
+        try:  # limits from the header, before any decode (#15); a rejected upload is never kept
+            with self.store.open(info.key) as fh:
+                check_image_limits(fh, max_pixels=self.cfg.max_megapixels * 1e6)
+        except ImageTooLarge as exc:
+            if not dedup:
+                self.store.delete(info.key)
+            abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{name}: {exc} (MAX_MEGAPIXELS)")
+        except ImageDecodeError:
+            pass  # not a header we know: the decoder below gives the actionable message
         try:
             meta = self.orch._image_info(info.key, create=True)
         except ImageDecodeError as exc:
@@ -486,6 +496,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 self.store.delete(info.key)
             abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: {str(exc).split(': ', 1)[-1]}")
         if meta["width"] * meta["height"] > self.cfg.max_megapixels * 1e6:
+            if not dedup:
+                self.store.delete(info.key)
             abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                   f"{name}: {meta['width']}x{meta['height']} px exceeds MAX_MEGAPIXELS={self.cfg.max_megapixels}")
         if not meta.get("name"):
