@@ -91,6 +91,8 @@ def _as_file(source) -> tuple[BinaryIO, bool]:
 
 
 def _read(fh: BinaryIO, offset: int, n: int) -> bytes:
+    if not 0 <= offset < 1 << 62:
+        raise ImageDecodeError(f"header points outside the file (offset {offset})")
     fh.seek(offset)
     b = fh.read(n)
     if len(b) != n:
@@ -128,7 +130,8 @@ def _tiff(fh: BinaryIO, head: bytes, size: int) -> ImageHeader:
         if type_size[typ] * count > inline:  # values elsewhere: we need only the first one
             off = struct.unpack(bo + ("Q" if big else "I"), raw)[0]
             raw = _read(fh, off, type_size[typ])
-        vals[tag] = struct.unpack(bo + type_fmt[typ], raw[:type_size[typ]])[0]
+        v = struct.unpack(bo + type_fmt[typ], raw[:type_size[typ]])[0]
+        vals[tag] = max(v, vals.get(tag, v))  # a repeated tag: the larger value, never under-report
     if 256 not in vals or 257 not in vals:
         raise ImageDecodeError("TIFF without ImageWidth/ImageLength in its first IFD")
     w, h = int(vals[256]), int(vals[257])
