@@ -37,3 +37,24 @@ def test_bomb_upload_rejected_from_header_and_not_kept(emb):
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     assert grown_mb < 200, f"peak RSS grew by {grown_mb:.0f} MB"  # a decode would need 900 MB
     assert not emb.store.exists(blob_key(hashlib.sha256(data).hexdigest()))  # never kept, cannot be analysed
+
+
+def test_truncated_image_fails_clearly_then_reupload_heals(emb, sample_tiff):
+    """The report's case: a truncated blob, re-uploaded, must not answer "deduplicated" and jobs must work again."""
+    from semforge.client import GatewayClient
+    from semforge.common.v1 import common_pb2
+
+    path, _ = sample_tiff
+    good = path.read_bytes()
+    with GatewayClient(emb.gateway_address) as c:
+        up = c.upload(path)
+        key = up.image.ref.key
+        emb.store.put_bytes(key, good[: len(good) // 3])  # the store truncated it (outage, bad disk)
+        job = c.analyze([up.image.ref], ["trunc"], common_pb2.AnalysisOptions())
+        assert job.state == common_pb2.JOB_STATE_FAILED
+        assert "corrupt" in job.message and "upload the file again" in job.message, job.message
+        again = c.upload(path)
+        assert not again.deduplicated and again.image.ref.key == key
+        assert emb.store.get_bytes(key) == good
+        job = c.analyze([again.image.ref], ["healed"], common_pb2.AnalysisOptions())
+        assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.message
