@@ -198,3 +198,44 @@ def test_admin_command_issue_list_revoke(tmp_path, capsys):
     out_file = tmp_path / "pc.token"
     assert run("token", "issue", "--user", "eve", "--tenant", "lab-e", "--out", str(out_file)) == 0
     assert stat.S_IMODE(out_file.stat().st_mode) == 0o600 and TokenRegistry(reg).verify(out_file.read_text().strip())
+
+
+def test_client_token_sources_in_order(tmp_path, monkeypatch):
+    from semforge.security import client_token
+
+    for v in ("SEMFORGE_TOKEN", "SEMFORGE_TOKEN_FILE"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("SEMFORGE_HOME", str(tmp_path / "home"))
+    assert client_token() is None
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "token").write_text("from-home\n")
+    assert client_token() == "from-home"
+    (tmp_path / "pc.token").write_text("from-file\n")
+    monkeypatch.setenv("SEMFORGE_TOKEN_FILE", str(tmp_path / "pc.token"))
+    assert client_token() == "from-file"
+    monkeypatch.setenv("SEMFORGE_TOKEN", "from-env")
+    assert client_token() == "from-env" and client_token("explicit") == "explicit"
+    monkeypatch.delenv("SEMFORGE_TOKEN")
+    monkeypatch.setenv("SEMFORGE_TOKEN_FILE", str(tmp_path / "missing.token"))
+    with pytest.raises(ValueError, match="SEMFORGE_TOKEN_FILE"):
+        client_token()
+
+
+def test_config_from_env_validates_security_settings(monkeypatch, tmp_path):
+    from semforge.rpc import ConfigError
+
+    monkeypatch.setenv("SEMFORGE_AUTH", "maybe")
+    with pytest.raises(ConfigError, match="SEMFORGE_AUTH"):
+        ServiceConfig.from_env()
+    monkeypatch.setenv("SEMFORGE_AUTH", "service")
+    (tmp_path / "svc").write_text("the-secret\n")
+    monkeypatch.setenv("SEMFORGE_SERVICE_TOKEN_FILE", str(tmp_path / "svc"))
+    cfg = ServiceConfig.from_env()
+    assert cfg.service_token == "the-secret" and cfg.as_dict()["service_token"] == "<redacted>"
+    monkeypatch.setenv("TLS_CERT", "/x.crt")
+    with pytest.raises(ConfigError, match="TLS_KEY"):
+        ServiceConfig.from_env()
+    monkeypatch.delenv("TLS_CERT")
+    monkeypatch.delenv("SEMFORGE_SERVICE_TOKEN_FILE")
+    with pytest.raises(ConfigError, match="SEMFORGE_SERVICE_TOKEN"):
+        ServiceConfig.from_env()

@@ -142,6 +142,9 @@ class ServiceConfig:
             setattr(cfg, k, v)
         if cfg.auth not in ("none", "loopback", "tokens", "service"):
             raise ConfigError(f"SEMFORGE_AUTH={cfg.auth!r}: use none, loopback, tokens or service")
+        if cfg.auth == "service" and not (cfg.service_token or cfg.service_peers):
+            raise ConfigError("SEMFORGE_AUTH=service needs SEMFORGE_SERVICE_TOKEN (or _FILE: the secret the gateway "
+                              "sends) or SEMFORGE_SERVICE_PEERS with mTLS (TLS_CA)")
         if bool(cfg.tls_cert) != bool(cfg.tls_key):
             raise ConfigError("TLS_CERT and TLS_KEY go together (the server's certificate chain and its key)")
         if cfg.tls_ca and not cfg.tls_cert:

@@ -76,3 +76,15 @@ def run(args) -> int:
         for r in recs:
             print(f"{r.id:12s}  {r.user:16s} {r.tenant:16s} {r.role:6s} {r.kind:10s} {r.created:25s} {r.revoked or '-'}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m semforge.security.cli token issue ...`` until the command is wired into ``semforge``."""
+    ap = argparse.ArgumentParser(prog="semforge")
+    register(ap.add_subparsers(dest="cmd", required=True))
+    args = ap.parse_args(["admin", *(sys.argv[1:] if argv is None else argv)])
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
