@@ -6,7 +6,8 @@ client threads here for ``seconds``: ``watchers`` of them submit a one-image
 job and watch it to the end (a ``WatchJob`` stream each, again and again),
 the others call ``GetJob`` and the health check in a loop with a 5 s deadline.
 Reported: calls and errors by method and status, p50/p95 latency of ``GetJob``
-and health, health answers other than SERVING, images analysed per minute.
+and health, health answers other than SERVING, images analysed per minute (jobs
+that SUCCEEDED during the window, counted in the store) and streams refused.
 
 Usage: python tests/bench/load_bench.py [--clients 50 --watchers 20 --seconds 60] [--compare] [--write FILE]
 (``--compare`` also runs the configuration before #15: 8 threads, no stream cap.)
@@ -41,12 +42,14 @@ def _serve(conn, store_dir: str, workers: int, max_streams: int) -> None:
     add, orch = register(emb.store, cfg)
     srv = build_server("gateway-under-load", add, cfg, ready_check=orch.ready, check_interval_s=0.5)
     conn.send(srv.address)
+    t_start = conn.recv()  # the clients start
     conn.recv()  # stop
     refused = srv.limiter.refused if srv.limiter else 0
+    done = [j for j in orch.list(1_000_000) if j.state == 3 and j.updated_at >= t_start]  # SUCCEEDED in the window
     orch.stopping.set()
     srv.stop(0)
     emb.stop(0)
-    conn.send(refused)
+    conn.send((refused, sum(j.images_total for j in done)))
 
 
 def _pct(xs, q):
@@ -147,6 +150,9 @@ def bench_load(*, clients: int = 50, watchers: int = 20, seconds: float = 60.0, 
         c.close()
 
     threads = [threading.Thread(target=watcher if i < watchers else poller, daemon=True) for i in range(clients)]
+    import datetime as _dt
+
+    parent.send(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"))
     t0 = time.monotonic()
     for t in threads:
         t.start()
@@ -154,7 +160,7 @@ def bench_load(*, clients: int = 50, watchers: int = 20, seconds: float = 60.0, 
         t.join(seconds + 30)
     wall = time.monotonic() - t0
     parent.send("stop")
-    refused = parent.recv() if parent.poll(30) else None
+    refused, analysed = parent.recv() if parent.poll(60) else (None, None)
     proc.join(10)
     setup.close()
     return {
@@ -164,7 +170,8 @@ def bench_load(*, clients: int = 50, watchers: int = 20, seconds: float = 60.0, 
         "p50_ms": {m: round(statistics.median(v), 1) for m, v in lat.items() if v},
         "p95_ms": {m: round(_pct(v, 95), 1) for m, v in lat.items() if v},
         "health_not_serving": not_serving[0],
-        "images_per_min": round(images[0] / wall * 60, 1),
+        "images_per_min": round(analysed / wall * 60, 1) if analysed is not None else None,
+        "watched_to_success_per_min": round(images[0] / wall * 60, 1),
         "streams_refused": refused,
     }
 
