@@ -51,3 +51,8 @@ def test_embedded_local_client_works_internal_services_refuse(emb, sample_tiff, 
     assert watch and watch[-1].user == "dana" and watch[-1].job_id == job_id and watch[-1].code == "OK"
     submit = [r for r in caplog.records if r.name == "semforge.audit" and getattr(r, "method", "") == "SubmitJob"]
     assert submit and submit[0].user == "local" and submit[0].job_id == job_id
+    with GatewayClient(emb.gateway_address, token=tok) as c:
+        data = b"".join(m.data for m in c.stub.Download(gateway_pb2.DownloadRequest(ref=up.image.ref), timeout=30))
+    assert data == path.read_bytes()
+    dl = [r for r in caplog.records if r.name == "semforge.audit" and getattr(r, "method", "") == "Download"]
+    assert dl and dl[-1].user == "dana" and dl[-1].object == up.image.ref.key

@@ -31,7 +31,7 @@ class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
                "msg": record.getMessage()}
-        for k in ("service", "method", "code", "ms", "job_id", "audit", "user", "tenant", "role", "peer"):
+        for k in ("service", "method", "code", "ms", "job_id", "audit", "user", "tenant", "role", "peer", "object"):
             if hasattr(record, k):
                 doc[k] = getattr(record, k)
         if record.exc_info:

@@ -110,6 +110,15 @@ def _reset(tok) -> None:
         pass
 
 
+def _object_of(msg) -> str:
+    """The object a request names by reference (``Download(ref=...)``), for the audit line."""
+    try:
+        key = msg.ref.key
+    except AttributeError:
+        return ""
+    return key if isinstance(key, str) else ""
+
+
 def _job_id_of(msg) -> str:
     for path in (("job_id",), ("job", "job_id"), ("event", "job_id")):
         obj = msg
@@ -144,9 +153,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method.rsplit("/", 1)[-1]
         auth, service = self.auth, self.service
 
-        def audit(ident: Identity | None, context, code: str, job_id: str, t0: float, why: str = "") -> None:
+        def audit(ident: Identity | None, context, code: str, job_id: str, t0: float, why: str = "",
+                  obj: str = "") -> None:
             extra = {"audit": True, "service": service, "method": method, "code": code,
                      "ms": round((time.perf_counter() - t0) * 1e3, 1), "peer": context.peer()}
+            if obj:
+                extra["object"] = obj
             if ident is not None:
                 extra.update(ident.audit_fields())
             if job_id:
@@ -178,7 +190,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     return resp
                 finally:
                     _reset(tok)
-                    audit(ident, context, code_of(context), job_id, t0)
+                    audit(ident, context, code_of(context), job_id, t0, obj=_object_of(request))
             return inner
 
         def wrap_stream(fn):
@@ -194,7 +206,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                         yield msg
                 finally:
                     _reset(tok)
-                    audit(ident, context, code_of(context), job_id, t0)
+                    audit(ident, context, code_of(context), job_id, t0, obj=_object_of(request))
             return inner
 
         if handler.unary_unary:
