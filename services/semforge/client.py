@@ -44,10 +44,12 @@ class ProgressBar:
 
 
 class GatewayClient:
-    def __init__(self, address: str, *, timeout_s: float = 30.0, token: str | None = None):
+    def __init__(self, address: str, *, timeout_s: float = 30.0, token: str | None = None,
+                 busy_wait_s: float = 300.0):
         from .security import client_token, open_channel
 
         self.address = address
+        self.busy_wait_s = busy_wait_s  # how long analyze() waits for a busy gateway (RESOURCE_EXHAUSTED + hint)
         # token: explicit, $SEMFORGE_TOKEN, $SEMFORGE_TOKEN_FILE or $SEMFORGE_HOME/token; TLS from $SEMFORGE_TLS_*
         self.channel = open_channel(address, token=client_token(token),
                                     options=[("grpc.max_receive_message_length", 64 << 20)])
@@ -109,11 +111,27 @@ class GatewayClient:
         names = [key_segment(n) for n in names] if names else names
         req = gateway_pb2.AnalyzeRequest(images=refs, names=names, options=options, sample=sample)
         job = None
-        for msg in self.stub.Analyze(req):
-            if msg.HasField("event") and progress:
-                progress(msg.event)
-            if msg.HasField("job"):
-                job = msg.job
+        give_up = time.monotonic() + self.busy_wait_s
+        while True:
+            received = False
+            try:
+                for msg in self.stub.Analyze(req):
+                    received = True
+                    if msg.HasField("event") and progress:
+                        progress(msg.event)
+                    if msg.HasField("job"):
+                        job = msg.job
+                break
+            except grpc.RpcError as exc:
+                # a gateway at its stream cap refuses before creating the job: wait as it says and ask again
+                if received or exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > give_up:
+                    raise
+                from .rpc._limits import retry_after_ms
+
+                hint = retry_after_ms(exc)
+                if hint is None:
+                    raise
+                time.sleep(hint / 1e3)
         if job is None:
             raise RuntimeError("the gateway ended the analysis stream without a job record")
         return job

@@ -144,3 +144,39 @@ def test_per_client_cap(emb):
     finally:
         orch.stopping.set()
         srv.stop(0)
+
+
+def test_client_analyze_waits_for_a_busy_gateway(emb, sample_tiff):
+    """A refused Analyze (stream cap) is retried by the client after the server's hint, and then runs."""
+    from semforge.client import GatewayClient
+
+    srv, orch, job_id = _replica(emb, workers=4, max_streams=1)
+    try:
+        threads, errors, ch = _open_watchers(srv.address, job_id, 1)  # holds the only stream slot
+        time.sleep(1.0)
+        threading.Timer(2.5, _cancel, (srv.address, job_id)).start()  # frees it in 2.5 s
+        with GatewayClient(emb.gateway_address) as c:  # Upload is a stream too: upload via the main gateway
+            up = c.upload(sample_tiff[0])
+        t0 = time.monotonic()
+        refused_before = srv.limiter.refused
+        with GatewayClient(srv.address) as c:
+            job = c.analyze([up.image.ref], ["busy"], common_pb2.AnalysisOptions())
+        assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.message
+        assert srv.limiter.refused > refused_before and time.monotonic() - t0 > 1.0
+        with GatewayClient(srv.address, busy_wait_s=0) as c:  # a client that will not wait gets the status
+            idle = common_pb2.Job(job_id=f"idle2{time.monotonic_ns()}", state=common_pb2.JOB_STATE_QUEUED,
+                                  created_at="2026-01-01T00:00:00+00:00", images_total=1)
+            orch.save(idle)
+            threads2, _, ch2 = _open_watchers(srv.address, idle.job_id, 1)
+            time.sleep(0.5)
+            with pytest.raises(grpc.RpcError) as e:
+                c.analyze([up.image.ref], ["busy2"], common_pb2.AnalysisOptions())
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            _cancel(srv.address, idle.job_id)
+        for t in threads + threads2:
+            t.join(60)
+        ch.close()
+        ch2.close()
+    finally:
+        orch.stopping.set()
+        srv.stop(0)
