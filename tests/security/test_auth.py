@@ -239,3 +239,14 @@ def test_config_from_env_validates_security_settings(monkeypatch, tmp_path):
     monkeypatch.delenv("SEMFORGE_SERVICE_TOKEN_FILE")
     with pytest.raises(ConfigError, match="SEMFORGE_SERVICE_TOKEN"):
         ServiceConfig.from_env()
+
+
+def test_tenant_rule():
+    from semforge.security import Identity, can_access, owner_tenant
+
+    alice = Identity("alice", "group-a", Role.USER, "t1")
+    admin = Identity("root", "facility", Role.ADMIN, "t2")
+    gw = Identity("gateway", "*", Role.SERVICE)
+    assert can_access(alice, "group-a") and not can_access(alice, "group-b") and not can_access(alice, "")
+    assert can_access(admin, "group-b") and can_access(gw, "group-b") and can_access(None, "group-b")
+    assert owner_tenant(alice) == "group-a" and owner_tenant(None) == "default" and owner_tenant(gw) == "default"

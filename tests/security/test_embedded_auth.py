@@ -56,3 +56,25 @@ def test_embedded_local_client_works_internal_services_refuse(emb, sample_tiff, 
     assert data == path.read_bytes()
     dl = [r for r in caplog.records if r.name == "semforge.audit" and getattr(r, "method", "") == "Download"]
     assert dl and dl[-1].user == "dana" and dl[-1].object == up.image.ref.key
+
+
+def test_embedded_with_tokens_required(tmp_path, monkeypatch):
+    """`SEMFORGE_AUTH=tokens semforge run` on a shared host: local callers need a token too."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("SEMFORGE_HOME", str(home))
+    monkeypatch.setenv("SEMFORGE_AUTH", "tokens")
+    for v in ("SEMFORGE_TOKEN", "SEMFORGE_TOKEN_FILE", "SEMFORGE_TOKENS"):
+        monkeypatch.delenv(v, raising=False)
+    e = start_embedded(store=LocalStore(tmp_path / "store"))
+    try:
+        with GatewayClient(e.gateway_address) as c:
+            c.wait_ready(30)  # health stays open
+            with pytest.raises(grpc.RpcError) as err:
+                c.stub.ListJobs(gateway_pb2.ListJobsRequest(), timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        tok, _ = TokenRegistry(home / "tokens.json").issue("erin", "group-e")
+        (home / "token").write_text(tok + "\n")  # where the client looks by default
+        with GatewayClient(e.gateway_address) as c:
+            assert c.stub.ListJobs(gateway_pb2.ListJobsRequest(), timeout=5).jobs is not None
+    finally:
+        e.stop(0.2)
