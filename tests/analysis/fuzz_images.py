@@ -6,7 +6,8 @@ bytes, where the headers are): byte flips and overwrites, "interesting"
 integers (0, 1, 0xFFFF, 2^31-1, 2^32-1) written over 2/4-byte fields,
 truncation, insertion. Each input goes through ``probe_image`` and, as the
 gateway would do, is decoded only when the header is within the limits;
-then through ``load_image``.
+then through ``load_image`` and what the gateway's ``Upload`` does with the result
+(``to_gray_float``, ``detect_databar``).
 
 A *crash* is any exception other than ``ImageDecodeError`` (clean) or
 ``ImageTooLarge``; plain ``ValueError`` is counted apart (it reaches the
@@ -114,7 +115,7 @@ def run(seconds: float, batch: int = 300) -> dict:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
-    from semforge.analysis import ImageDecodeError, load_image
+    from semforge.analysis import ImageDecodeError, detect_databar, load_image, to_gray_float
     from semforge.analysis._probe import ImageTooLarge, check_image_limits
 
     seed_map = seeds()
@@ -141,6 +142,10 @@ def run(seconds: float, batch: int = 300) -> dict:
                 warnings.simplefilter("ignore")
                 img = load_image(data, name=name)
             stats["decoded"] += 1
+            gray = to_gray_float(img.pixels)  # what the gateway's Upload does next (_image_info)
+            detect_databar(img.pixels)
+            if not np.isfinite(gray).all():
+                stats["non_finite_gray"] += 1
         except ImageDecodeError:
             stats["decode_rejected"] += 1
             return
@@ -203,7 +208,7 @@ def main() -> int:
     print(json.dumps({k: rep[k] for k in ("seconds", "stats")}, indent=1))
     for k, v in rep["crashes"].items():
         print(f"CRASH {k} x{v['count']}: {v['example']['message']} at {v['example']['at']}")
-    return 1 if rep["crashes"] or rep["probe_mismatches"] else 0
+    return 1 if rep["crashes"] or rep["probe_mismatches"] or rep["stats"].get("non_finite_gray") else 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent
@@ -29,4 +30,26 @@ def test_fuzz_decoders_and_probe(tmp_path):
     assert rep["stats"]["inputs"] > 1000
     assert rep["crashes"] == {}, json.dumps(rep["crashes"], indent=1)[:4000]
     assert rep["probe_mismatches"] == [], rep["probe_mismatches"][:3]
+    assert rep["stats"].get("non_finite_gray", 0) == 0  # NaN/inf images are refused by load_image
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_regression_nonfinite_float_image_is_a_decode_error(bad):
+    """Found by the fuzz run: a float TIFF with NaN/inf decoded to an all-NaN gray image."""
+    import io
+
+    import tifffile
+
+    from semforge.analysis import ImageDecodeError, load_image
+
+    arr = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    arr[10, 10] = bad
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr)
+    with pytest.raises(ImageDecodeError, match="NaN or infinite"):
+        load_image(buf.getvalue(), name="x.tif")
+    arr[10, 10] = 0.5
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr)
+    assert load_image(buf.getvalue()).pixels.shape == (64, 64)
