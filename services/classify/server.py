@@ -1,17 +1,22 @@
-"""classify service: shape class per particle (adapter over semforge.analysis.classify_shape).
+"""classify service: the pipeline's classify stage behind gRPC (shape class per particle of a table reference).
 
-Until a trained CNN classifier ships, the model is the rule-based one of
-the analysis library (outline features); the response names it.
+Until a trained CNN classifier ships, the model is the rule-based one of the
+analysis library (outline features); the response names it. ``image`` and
+``labels`` are sent so that an image-based classifier can crop each particle.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 import grpc
 
-from semforge.analysis import CONFIDENCE_LIMIT, classify_shape, shape_dimensions
+from semforge.analysis import CONFIDENCE_LIMIT, MeasureOptions
 from semforge.classify.v1 import classify_pb2, classify_pb2_grpc
+from semforge.errors import InvalidOption
+from semforge.pipeline import AnalysisOptions, LocalStages, Measured, Prepared
 from semforge.rpc import map_exceptions, run_service
-from semforge.rpc._convert import get_json, modality_name, put_json, ref_pb
+from semforge.rpc.convert import get_table, modality_from_pb, put_table, ref_pb
 from semforge.storage import ObjectStore
 
 
@@ -22,22 +27,22 @@ class ClassifyServicer(classify_pb2_grpc.ClassifyServiceServicer):
     @map_exceptions
     def Classify(self, request, context):
         if not request.particles.key:
-            raise ValueError("particles reference is empty")
+            raise InvalidOption("particles reference is empty", field="particles")
         limit = request.confidence_limit or CONFIDENCE_LIMIT
         if not 0 < limit <= 1:
-            raise ValueError(f"confidence_limit must be in (0, 1], got {request.confidence_limit}")
-        modality = modality_name(request.modality)
-        doc = get_json(self.store, request.particles.key)
-        unit = doc["unit"]
-        counts: dict[str, int] = {}
-        for row in doc["particles"]:
-            shape, conf = classify_shape(row, modality=modality, unit=unit, confidence_limit=limit)
-            row["shape"], row["shape_confidence"] = shape, conf
-            row.update(shape_dimensions(row, shape, unit))
-            counts[shape] = counts.get(shape, 0) + 1
-        info = put_json(self.store, doc)
-        return classify_pb2.ClassifyResponse(particles=ref_pb(info, "application/json"), model="rules-v1",
-                                             counts=counts)
+            raise InvalidOption(f"confidence_limit must be in (0, 1], got {request.confidence_limit}",
+                                field="confidence_limit")
+        modality = modality_from_pb(request.modality, field="modality")
+        table = get_table(self.store, request.particles.key)
+        prep = Prepared(name=table.image, calibration=table.calibration, specimen_rows=table.specimen_rows,
+                        height=0, width=0, image=request.image)
+        measured = Measured(table, request.labels, len(table.particles), len(table.included()))
+        out = LocalStages().classify(prep, measured, AnalysisOptions(MeasureOptions(modality=modality.value)),
+                                     confidence_limit=limit).table
+        info = put_table(self.store, out)
+        counts = Counter(p["shape"] for p in out.particles)
+        return classify_pb2.ClassifyResponse(particles=ref_pb(info, "application/json"), model=out.classifier,
+                                             counts=dict(counts))
 
 
 def register(store: ObjectStore):

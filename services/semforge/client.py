@@ -14,7 +14,7 @@ import grpc
 from .common.v1 import common_pb2
 from .gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
-__all__ = ["GatewayClient", "ProgressBar"]
+__all__ = ["GatewayClient", "ProgressBar", "JobFailed"]
 
 CHUNK = 1 << 20
 
@@ -41,6 +41,14 @@ class ProgressBar:
             self.stream.write(line + "\n")
         self.stream.flush()
         self.last = line
+
+
+class JobFailed(Exception):
+    """A job that ended FAILED or CANCELLED (``job`` holds the record)."""
+
+    def __init__(self, job):
+        super().__init__(f"job {job.job_id} {common_pb2.JobState.Name(job.state)}: {job.message}")
+        self.job = job
 
 
 class GatewayClient:
@@ -134,6 +142,30 @@ class GatewayClient:
                 time.sleep(hint / 1e3)
         if job is None:
             raise RuntimeError("the gateway ended the analysis stream without a job record")
+        return job
+
+    def analyze_files(self, paths: list[str | os.PathLike], outdir: str | os.PathLike, options=None, *,
+                      sample: str = "sample", wait_s: float = 30.0,
+                      progress: Callable[[common_pb2.ProgressEvent], None] | None = None,
+                      on_upload: Callable[[str, gateway_pb2.UploadResponse], None] | None = None) -> common_pb2.Job:
+        """The remote analysis of image files: wait for the gateway, upload, analyse with progress, download
+        the report into ``outdir``. ``options``: a :class:`semforge.pipeline.AnalysisOptions` (default: all
+        defaults). Raises TimeoutError (gateway not serving) or :class:`JobFailed`."""
+        from .rpc.convert import analysis_options_pb
+
+        self.wait_ready(timeout_s=wait_s)
+        refs, names = [], []
+        for path in paths:
+            r = self.upload(path)
+            refs.append(r.image.ref)
+            names.append(Path(path).name.rsplit(".", 1)[0])
+            if on_upload:
+                on_upload(str(path), r)
+        pb = analysis_options_pb(options) if options is not None else common_pb2.AnalysisOptions()
+        job = self.analyze(refs, names, pb, sample=sample, progress=progress)
+        if job.state != common_pb2.JOB_STATE_SUCCEEDED:
+            raise JobFailed(job)
+        self.download_outputs(job, outdir)
         return job
 
     def download(self, job_id: str, name: str, dest: str | os.PathLike) -> int:

@@ -22,15 +22,20 @@ log = logging.getLogger("semforge.embedded")
 class Embedded:
     store: ObjectStore
     servers: dict[str, RunningServer] = field(default_factory=dict)
-    orchestrator: object = None
+    runner: object = None  # semforge.jobs.JobRunner of the gateway
 
     @property
     def gateway_address(self) -> str:
         return self.servers["gateway"].address
 
+    @property
+    def orchestrator(self):
+        """The job records (``load``, ``list``...) as the gateway sees them."""
+        return self.runner.jobs
+
     def stop(self, grace: float = 1.0) -> None:
-        if self.orchestrator is not None:
-            self.orchestrator.stopping.set()
+        if self.runner is not None:
+            self.runner.close(grace)
         for s in reversed(list(self.servers.values())):
             s.stop(grace)
 
@@ -48,6 +53,7 @@ def start_embedded(*, store: str | ObjectStore | None = None, gateway_port: int 
     """
     from semforge_classify.server import register as classify_reg
     from semforge_gateway.server import GatewayConfig
+    from semforge_gateway.server import ready as gateway_ready
     from semforge_gateway.server import register as gateway_reg
     from semforge_measure.server import register as measure_reg
     from semforge_render.server import register as render_reg
@@ -81,9 +87,9 @@ def start_embedded(*, store: str | ObjectStore | None = None, gateway_port: int 
                              classify_addr=emb.servers["classify"].address,
                              store_retry_s=store_retry_s, resume_after_s=resume_after_s,
                              auth=front.auth, tokens_file=front.tokens_file, service_token=service_token)
-        add, orch = gateway_reg(st, gcfg)
-        emb.orchestrator = orch
-        emb.servers["gateway"] = build_server("gateway", add, gcfg, ready_check=orch.ready, check_interval_s=0.5)
+        add, emb.runner = gateway_reg(st, gcfg)
+        emb.servers["gateway"] = build_server("gateway", add, gcfg, ready_check=lambda: gateway_ready(st, gcfg),
+                                              check_interval_s=0.5)
     except BaseException:
         emb.stop(0)
         raise

@@ -34,19 +34,19 @@ def _serve(conn, store_dir: str, workers: int, max_streams: int) -> None:
     from semforge.embedded import start_embedded
     from semforge.rpc import build_server
     from semforge.storage import LocalStore
-    from semforge_gateway.server import GatewayConfig, register
+    from semforge_gateway.server import GatewayConfig, ready, register
 
     emb = start_embedded(store=LocalStore(store_dir))
     cfg = GatewayConfig(segment_addr=emb.servers["segment"].address, measure_addr=emb.servers["measure"].address,
                         classify_addr=emb.servers["classify"].address, workers=workers, max_streams=max_streams)
-    add, orch = register(emb.store, cfg)
-    srv = build_server("gateway-under-load", add, cfg, ready_check=orch.ready, check_interval_s=0.5)
+    add, runner = register(emb.store, cfg)
+    srv = build_server("gateway-under-load", add, cfg, ready_check=lambda: ready(emb.store, cfg), check_interval_s=0.5)
     conn.send(srv.address)
     t_start = conn.recv()  # the clients start
     conn.recv()  # stop
     refused = srv.limiter.refused if srv.limiter else 0
-    done = [j for j in orch.list(1_000_000) if j.state == 3 and j.updated_at >= t_start]  # SUCCEEDED in the window
-    orch.stopping.set()
+    done = [j for j in runner.jobs.list(1_000_000) if j.state == 3 and j.updated_at >= t_start]  # SUCCEEDED in window
+    runner.close(0)
     srv.stop(0)
     emb.stop(0)
     conn.send((refused, sum(j.images_total for j in done)))

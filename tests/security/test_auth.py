@@ -250,3 +250,12 @@ def test_tenant_rule():
     assert can_access(alice, "group-a") and not can_access(alice, "group-b") and not can_access(alice, "")
     assert can_access(admin, "group-b") and can_access(gw, "group-b") and can_access(None, "group-b")
     assert owner_tenant(alice) == "group-a" and owner_tenant(None) == "default" and owner_tenant(gw) == "default"
+
+
+def test_semforge_admin_is_a_command(tmp_path, capsys):
+    from semforge.cli import main
+
+    reg = tmp_path / "t.json"
+    assert main(["admin", "--tokens", str(reg), "token", "issue", "--user", "u1", "--tenant", "g1"]) == 0
+    tok = capsys.readouterr().out.strip()
+    assert TokenRegistry(reg).verify(tok).user == "u1"

@@ -219,6 +219,22 @@ def test_invalid_options(emb, stub, sample_tiff):
     assert serving(emb)
 
 
+def test_rich_status_names_the_offending_field(emb, stub, sample_tiff):
+    from semforge.rpc import bad_request_from
+
+    path, _ = sample_tiff
+    ref = GatewayClient(emb.gateway_address).upload(path).image.ref
+    for opts, field in ((common_pb2.AnalysisOptions(modality=99), "options.modality"),
+                        (common_pb2.AnalysisOptions(specimen_rows=-5), "options.specimen_rows"),
+                        (common_pb2.AnalysisOptions(pixel_size_nm=-1), "options.pixel_size_nm")):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.SubmitJob(gateway_pb2.SubmitJobRequest(request=gateway_pb2.AnalyzeRequest(images=[ref], options=opts)),
+                           timeout=10)
+        br = bad_request_from(e.value)
+        assert br is not None and [v.field for v in br.field_violations] == [field], br
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_client_disconnect_mid_upload_leaves_no_object(emb, stub):
     before = emb.store.list("blobs/")
     sent = threading.Event()

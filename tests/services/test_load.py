@@ -33,7 +33,7 @@ def _replica(emb, **cfg_kw):
     # a job that stays queued (nobody runs it): WatchJob streams on it stay open until cancelled
     job = common_pb2.Job(job_id=f"idle{time.monotonic_ns()}", state=common_pb2.JOB_STATE_QUEUED,
                          created_at="2026-01-01T00:00:00+00:00", images_total=1)
-    orch.save(job)
+    orch.jobs.save(job)
     return build_server("gateway-load", add, cfg), orch, job.job_id
 
 
@@ -89,7 +89,7 @@ def test_without_a_cap_streams_starve_health_and_getjob(emb):
             t.join(10)
         ch.close()
     finally:
-        orch.stopping.set()
+        orch.close(0)
         srv.stop(0)
 
 
@@ -110,12 +110,12 @@ def test_stream_cap_keeps_health_and_unary_calls_answering(emb):
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry in" in err.details()
         assert retry_after_ms(err) == 1000 and error_detail_from(err).code == "RESOURCE_EXHAUSTED"
         # an Analyze refused by the cap creates no job
-        before = len(orch.list(1000))
+        before = len(orch.jobs.list(1000))
         stub = gateway_pb2_grpc.GatewayServiceStub(ch2)
         with pytest.raises(grpc.RpcError) as e:
             list(stub.Analyze(gateway_pb2.AnalyzeRequest(images=[common_pb2.ObjectRef(key="blobs/sha256/" + "0" * 64)]),
                               timeout=5))
-        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and len(orch.list(1000)) == before
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and len(orch.jobs.list(1000)) == before
         _cancel(srv.address, job_id)  # the watchers finish; their slots are free again
         for t in threads:
             t.join(10)
@@ -126,7 +126,7 @@ def test_stream_cap_keeps_health_and_unary_calls_answering(emb):
         for c in (ch, ch2, ch3):
             c.close()
     finally:
-        orch.stopping.set()
+        orch.close(0)
         srv.stop(0)
 
 
@@ -142,7 +142,7 @@ def test_per_client_cap(emb):
             t.join(10)
         ch.close()
     finally:
-        orch.stopping.set()
+        orch.close(0)
         srv.stop(0)
 
 
@@ -166,7 +166,7 @@ def test_client_analyze_waits_for_a_busy_gateway(emb, sample_tiff):
         with GatewayClient(srv.address, busy_wait_s=0) as c:  # a client that will not wait gets the status
             idle = common_pb2.Job(job_id=f"idle2{time.monotonic_ns()}", state=common_pb2.JOB_STATE_QUEUED,
                                   created_at="2026-01-01T00:00:00+00:00", images_total=1)
-            orch.save(idle)
+            orch.jobs.save(idle)
             threads2, _, ch2 = _open_watchers(srv.address, idle.job_id, 1)
             time.sleep(0.5)
             with pytest.raises(grpc.RpcError) as e:
@@ -178,5 +178,5 @@ def test_client_analyze_waits_for_a_busy_gateway(emb, sample_tiff):
         ch.close()
         ch2.close()
     finally:
-        orch.stopping.set()
+        orch.close(0)
         srv.stop(0)

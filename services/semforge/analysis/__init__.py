@@ -7,15 +7,18 @@ from ._databar import detect_databar
 from ._evaluate import average_precision, instance_iou, match_instances, pixel_metrics, rand_error
 from ._geometry import convex_hull, convexity, feret_diameters, outline, polygon_area, polygon_length
 from ._io import Calibration, ImageDecodeError, LoadedImage, load_image, resolve_calibration, to_gray_float
-from ._morphometry import SIZE_COLUMNS, measure_instance, particle_columns, shape_dimensions
+from ._morphometry import (COLUMNS, SIZE_COLUMNS, file_column, file_row, measure_instance, particle_columns,
+                           shape_dimensions)
 from ._report import overlay_rgb, write_image_outputs, write_particles_csv, write_sample_report
-from ._pipeline import MODALITIES, SUMMARY_MEASURES, ImageResult, MeasureOptions, measure_mask, summarize
+from ._pipeline import (MODALITIES, SUMMARY_MEASURES, ImageResult, MeasureOptions, classify_particles, measure_mask,
+                        summarize)
+from ._table import TABLE_SCHEMA, ParticleTable
 from ._separate import SEPARATION_MODES, Instance, Separation, clean_mask, separate
 from ._shape import CONFIDENCE_LIMIT, classify_shape
 
 __all__ = [
-    "CONFIDENCE_LIMIT", "Calibration", "ImageDecodeError", "ImageResult", "Instance", "LoadedImage",
-    "MODALITIES", "MeasureOptions", "SEPARATION_MODES", "SIZE_COLUMNS", "SUMMARY_MEASURES", "Separation",
+    "COLUMNS", "CONFIDENCE_LIMIT", "Calibration", "file_column", "file_row", "ImageDecodeError", "ImageResult", "Instance", "LoadedImage",
+    "MODALITIES", "MeasureOptions", "ParticleTable", "TABLE_SCHEMA", "classify_particles", "SEPARATION_MODES", "SIZE_COLUMNS", "SUMMARY_MEASURES", "Separation",
     "average_precision", "instance_iou", "match_instances", "pixel_metrics", "rand_error",
     "classify_shape", "clean_mask", "convex_hull", "convexity", "detect_databar", "feret_diameters",
     "load_image", "measure_instance", "measure_mask", "outline", "particle_columns", "polygon_area",

@@ -23,6 +23,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..errors import ObjectTooLarge
 from ._io import ImageDecodeError
 
 __all__ = ["ImageHeader", "ImageTooLarge", "check_image_limits", "probe_image"]
@@ -31,8 +32,8 @@ _MAX_JPEG_SEGMENTS = 4096
 _MAX_TIFF_ENTRIES = 4096
 
 
-class ImageTooLarge(ValueError):
-    """An image over a pixel or byte limit (found from its header; nothing was decoded).
+class ImageTooLarge(ObjectTooLarge):
+    """An image over a pixel or byte limit (found from its header; nothing was decoded): RESOURCE_EXHAUSTED.
 
     Attributes
     ----------
@@ -42,7 +43,7 @@ class ImageTooLarge(ValueError):
     """
 
     def __init__(self, message: str, header: "ImageHeader | None", limit: str):
-        super().__init__(message)
+        super().__init__(message, field="data")
         self.header, self.limit = header, limit
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..modality import Modality
+
 __all__ = ["CONFIDENCE_LIMIT", "classify_shape"]
 
 CONFIDENCE_LIMIT = 0.75
@@ -43,8 +45,8 @@ def classify_shape(row: dict[str, Any], *, modality: str = "se", unit: str = "nm
     ar = row["aspect_ratio"]
     circ = row["circularity"]
     sol = row["solidity"]
-    a = row[f"area_{unit}2"]
-    fmin = row[f"feret_min_{unit}"]
+    a = row["area"]
+    fmin = row["feret_min"]
     # area over squared min Feret: square 1.0, disc pi/4 = 0.785, triangle 0.577
     fill = a / (fmin * fmin) if fmin else 0.0
     scores = {
@@ -53,7 +55,7 @@ def classify_shape(row: dict[str, Any], *, modality: str = "se", unit: str = "nm
         "sphere-like": _ramp(circ, 0.7, 0.78) * (1 - _ramp(ar, 1.45, 1.7)) * _ramp(sol, 0.85, 0.9),
         "cube": _ramp(fill, 0.88, 0.95) * (1 - _ramp(ar, 1.5, 1.6)) * _ramp(sol, 0.9, 0.95),
     }
-    if modality in ("stem", "tem"):
+    if Modality.parse(modality).transmission:
         scores = {
             "circle": scores["sphere"],
             "rod": scores["rod"],

@@ -14,6 +14,7 @@ retry, before it does any work (no job is created by a refused ``Analyze``).
 
 from __future__ import annotations
 
+import collections
 import threading
 
 import grpc
@@ -23,8 +24,33 @@ __all__ = ["RETRY_AFTER_KEY", "StreamLimiter", "retry_after_ms"]
 RETRY_AFTER_KEY = "retry-after-ms"
 
 
+class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
+    pass
+
+
+def refusal_status(message: str, retry_ms: int) -> grpc.Status:
+    """RESOURCE_EXHAUSTED in the rich error model (ErrorDetail + ``google.rpc.RetryInfo``) plus the
+    ``retry-after-ms`` trailer (readable without the protos)."""
+    from google.protobuf import any_pb2, duration_pb2
+    from google.rpc import error_details_pb2, status_pb2
+    from grpc_status import rpc_status
+
+    from semforge.common.v1 import common_pb2
+
+    details = []
+    for msg in (common_pb2.ErrorDetail(code="RESOURCE_EXHAUSTED", message=message),
+                error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+                    seconds=retry_ms // 1000, nanos=(retry_ms % 1000) * 1_000_000))):
+        a = any_pb2.Any()
+        a.Pack(msg)
+        details.append(a)
+    st = rpc_status.to_status(status_pb2.Status(code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=message,
+                                                details=details))
+    return _Status(st.code, st.details, tuple(st.trailing_metadata) + ((RETRY_AFTER_KEY, str(retry_ms)),))
+
+
 def retry_after_ms(err: grpc.RpcError) -> int | None:
-    """The server's retry hint of a RESOURCE_EXHAUSTED call, in milliseconds (None when absent)."""
+    """The server's retry hint of a refused call, in milliseconds (None when absent)."""
     try:
         for k, v in err.trailing_metadata() or ():
             if k == RETRY_AFTER_KEY:
@@ -95,15 +121,7 @@ class StreamLimiter(grpc.ServerInterceptor):
                 self._per.pop(key, None)
 
     def _refuse(self, context, why: str):
-        from semforge.common.v1 import common_pb2
-
-        from ._errors import ERROR_DETAIL_KEY
-
-        msg = f"{why}; retry in {self.retry_ms / 1e3:g} s"
-        detail = common_pb2.ErrorDetail(code="RESOURCE_EXHAUSTED", message=msg)
-        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(self.retry_ms)),
-                                       (ERROR_DETAIL_KEY, detail.SerializeToString())))
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+        context.abort_with_status(refusal_status(f"{why}; retry in {self.retry_ms / 1e3:g} s", self.retry_ms))
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)

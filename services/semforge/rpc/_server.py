@@ -193,6 +193,9 @@ def build_server(name: str, register: Callable[[grpc.Server], Iterable[str]], cf
         raise SystemExit(f"{name}: could not bind {cfg.host}:{cfg.port} (port in use?)")
     server.start()
     rs = RunningServer(name, server, port, hs, names, limiter=limiter)
+    # liveness (Kubernetes gRPC liveness probe, service "liveness"): SERVING while the process serves, even when a
+    # dependency is down (readiness, service "", says that) so a store outage does not restart every pod
+    hs.set("liveness", health_pb2.HealthCheckResponse.SERVING)
     if ready_check is None:
         rs.set_serving(True)
     else:

@@ -194,6 +194,11 @@ class ObjectStore(abc.ABC):
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         return self.put_stream(key, [data])
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if no object exists under it, atomically; False if it existed (create-only:
+        of several writers racing for one key exactly one gets True)."""
+        raise NotImplementedError(f"{type(self).__name__} has no create-only write")
+
     def get_bytes(self, key: str) -> bytes:
         """The object's bytes; a content-addressed object is verified against its sha256 (:class:`ObjectCorrupt`)."""
         with self.open(key) as fh:
@@ -266,7 +271,9 @@ class ObjectStore(abc.ABC):
                 for c in chunks:
                     size += len(c)
                     if max_bytes is not None and size > max_bytes:
-                        raise ValueError(f"object larger than the limit of {max_bytes} bytes")
+                        from ..errors import ObjectTooLarge
+
+                        raise ObjectTooLarge(f"object larger than the limit of {max_bytes} bytes", field="data")
                     h.update(c)
                     try:
                         out.write(c)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,6 +56,23 @@ class LocalStore(ObjectStore):
             if tmp is not None and tmp.exists():
                 tmp.unlink()  # never leave a half-copied file behind
             raise_os_error(exc, f"storing {key}")
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        dest = self._path(key)
+        self._check()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="create-", dir=self.root / ".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.link(tmp, dest)  # atomic and fails if dest exists: complete content or nothing, one winner
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise_os_error(exc, f"storing {key}")
+        finally:
+            os.unlink(tmp)
 
     def open(self, key: str) -> BinaryIO:
         p = self._path(key)

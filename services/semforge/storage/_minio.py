@@ -7,7 +7,8 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from ._base import ObjectInfo, ObjectNotFound, ObjectStore, StorageFull, StorageUnavailable, validate_key
+from ._base import (ObjectInfo, ObjectNotFound, ObjectStore, StorageError, StorageFull, StorageUnavailable,
+                    validate_key)
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
 _FULL = {"InsufficientStorage", "XMinioStorageFull", "QuotaExceeded", "XMinioAdminBucketQuotaExceeded"}
@@ -53,6 +54,8 @@ class MinioStore(ObjectStore):
         except InvalidResponseError as exc:  # servers that answer errors as text/xml (rclone) land here
             if "code: 404" in str(exc):
                 raise ObjectNotFound(f"no object {args[1] if len(args) > 1 else ''!r}") from None
+            if "code: 412" in str(exc):  # a conditional write lost (put_if_absent)
+                raise StorageError(f"object store at {self.endpoint} answered PreconditionFailed (412)") from exc
             if "507" in str(exc) or "InsufficientStorage" in str(exc):
                 raise StorageFull(f"object store at {self.endpoint} is full; free space and retry") from exc
             raise StorageUnavailable(f"object store at {self.endpoint} answered oddly: {str(exc)[:200]}") from exc
@@ -77,6 +80,20 @@ class MinioStore(ObjectStore):
     def _put_file(self, key: str, path: str, size: int) -> None:
         with open(path, "rb") as fh:
             self._call(self.client.put_object, self.bucket, key, fh, size, part_size=16 << 20)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Conditional PUT (``If-None-Match: *``): atomic on servers that honour it (AWS S3, MinIO)."""
+        validate_key(key)
+        if self.exists(key):
+            return False
+        try:
+            self._call(self.client._put_object, self.bucket, key, data,
+                       headers={"If-None-Match": "*", "Content-Type": "application/octet-stream"})
+        except StorageError as exc:
+            if "PreconditionFailed" in str(exc) or "ConditionalRequestConflict" in str(exc):
+                return False
+            raise
+        return True
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)

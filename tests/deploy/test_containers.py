@@ -1,0 +1,171 @@
+"""The container suite (issue #12; `make test-deploy`, marker ``deploy``): the project's images on a real Docker
+engine, and the rendered Helm chart run by podman kube play. One analysis through the gateway from the host
+each time must give the same results as the in-process run.
+
+Needs: the images built by `make images` / `make test-deploy` (semforge-cpu:latest), dockerd, podman.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from chart_tools import CHART, documents, render
+from compare import assert_same_results
+from podman_kube import to_podman
+
+pytestmark = pytest.mark.deploy
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "semforge-cpu:latest"
+S3_IMAGE = "semforge-s3test:latest"
+KEY, SECRET = "semforgetest", "semforgetestsecret"
+SECURE_RUN = ["--read-only", "--tmpfs", "/tmp:uid=10001,gid=10001", "--cap-drop", "ALL",
+              "--security-opt", "no-new-privileges"]
+
+
+def sh(*args, check=True, timeout=600, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} -> {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def semforge(*args) -> subprocess.CompletedProcess:
+    return sh(str(ROOT / ".venv/bin/semforge"), *args)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    if shutil.which("docker") is None or sh("docker", "info", check=False).returncode != 0:
+        pytest.fail("no Docker engine answers: run `make test-deploy` (installs docker.io, starts dockerd)")
+    if sh("docker", "image", "inspect", IMAGE, check=False).returncode != 0:
+        pytest.fail(f"image {IMAGE} missing: `make images` builds it")
+    ctx = tmp_path_factory.mktemp("s3img")
+    shutil.copy(ROOT / "services/images/s3test/Dockerfile", ctx / "Dockerfile")
+    shutil.copy(shutil.which("rclone", path=str(ROOT / ".venv/bin")) or shutil.which("rclone"), ctx / "rclone")
+    sh("docker", "build", "-q", "-t", S3_IMAGE, str(ctx))
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def reference(sample_tiff, tmp_path_factory):
+    """The in-process analysis of the sample image."""
+    out = tmp_path_factory.mktemp("inprocess")
+    semforge("analyze", str(sample_tiff[0]), "--out", str(out), "--quiet")
+    return out
+
+
+def test_image_runs_as_non_root_and_ships_the_models(images):
+    user = sh("docker", "image", "inspect", "--format", "{{.Config.User}}", images).stdout.strip()
+    assert user == "10001:10001"
+    r = sh("docker", "run", "--rm", *SECURE_RUN, images, "python", "-c",
+           "import os, semforge, semforge.inference as i; print(os.getuid(), i.model_dir('semforge_unetpp_se'))")
+    uid, model = r.stdout.split()
+    assert uid == "10001" and model.startswith("/opt/venv/lib/python3.11/site-packages/semforge/models_repo/")
+    r = sh("docker", "run", "--rm", *SECURE_RUN, images, "semforge", "--version")
+    assert r.stdout.strip().startswith("semforge ")
+    r = sh("docker", "run", "--rm", *SECURE_RUN, images, "sh", "-c", "touch /opt/x", check=False)
+    assert r.returncode != 0  # read-only root filesystem
+
+
+def test_services_as_containers_on_a_private_network(images, reference, sample_tiff, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    net, names = f"semforge-e2e-{tag}", []
+    store = ["-e", "SEMFORGE_STORE=s3://semforge", "-e", f"S3_ENDPOINT=s3-{tag}:9000",
+             "-e", f"S3_ACCESS_KEY={KEY}", "-e", f"S3_SECRET_KEY={SECRET}"]
+
+    def run(name, *args):
+        names.append(name)
+        sh("docker", "run", "-d", "--name", name, "--network", net, *args)
+
+    sh("docker", "network", "create", net)
+    try:
+        run(f"s3-{tag}", "--read-only", "--tmpfs", "/data:uid=10001,gid=10001", S3_IMAGE, "serve", "s3",
+            "--addr", ":9000", "--auth-key", f"{KEY},{SECRET}", "--etag-hash", "MD5", "--config", "/dev/null", "/data")
+        for s in ("segment", "measure", "classify"):
+            run(f"{s}-{tag}", *SECURE_RUN, *store, images, "python", "-m", f"semforge_{s}.server")
+        run(f"gateway-{tag}", *SECURE_RUN, *store, "-e", f"SEGMENT_ADDR=segment-{tag}:50051",
+            "-e", f"MEASURE_ADDR=measure-{tag}:50051", "-e", f"CLASSIFY_ADDR=classify-{tag}:50051",
+            "-p", "127.0.0.1::50051", images, "python", "-m", "semforge_gateway.server")
+        port = sh("docker", "port", f"gateway-{tag}", "50051").stdout.split(":")[-1].strip()
+        out = tmp_path / "remote"
+        r = semforge("analyze", str(sample_tiff[0]), "--out", str(out), "--server", f"127.0.0.1:{port}",
+                     "--wait", "120", "--quiet")
+        assert "report:" in r.stdout
+        assert_same_results(reference, out)
+    finally:
+        logs = {n: sh("docker", "logs", "--tail", "20", n, check=False).stderr for n in names}
+        sh("docker", "rm", "-f", *names, check=False)
+        sh("docker", "network", "rm", net, check=False)
+    assert all("Traceback" not in v for v in logs.values()), logs
+
+
+def _podman_has(image: str) -> bool:
+    want = sh("docker", "image", "inspect", "--format", "{{.Id}}", image).stdout.strip().removeprefix("sha256:")
+    r = sh("podman", "image", "inspect", "--format", "{{.Id}}", f"localhost/{image}", check=False)
+    return r.returncode == 0 and r.stdout.strip() == want
+
+
+def test_rendered_chart_runs_under_podman_kube_play(images, reference, sample_tiff, tmp_path):
+    if shutil.which("podman") is None:
+        pytest.fail("podman missing: `make test-deploy` installs it")
+    missing = [i for i in (images, S3_IMAGE) if not _podman_has(i)]
+    if missing:  # images move from the Docker engine to podman without a registry
+        save = subprocess.Popen(["docker", "save", *missing], stdout=subprocess.PIPE)
+        sh("podman", "load", "-q", stdin=save.stdout)
+        assert save.wait() == 0
+    tag = uuid.uuid4().hex[:6]
+    release, net, port = f"e2e{tag}", f"semforge-kube-{tag}", free_port()
+    # the laptop scenario, with the store pointed at a real S3 server pod (no MinIO image can be pulled here)
+    values = tmp_path / "podman-values.yaml"
+    values.write_text(f"""image: {{repository: localhost/semforge-cpu, tag: latest, pullPolicy: Never}}
+minio: {{enabled: false}}
+store:
+  external: {{enabled: true, endpoint: "s3-{tag}:9000", secure: false, accessKey: {KEY}, secretKey: {SECRET}}}
+render: {{enabled: false}}
+""")
+    docs = documents(render([CHART / "ci/laptop-values.yaml", values], release=release).stdout)
+    s3 = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"s3-{tag}"}, "spec": {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
+        "containers": [{"name": "s3", "image": f"localhost/{S3_IMAGE}", "args": [
+            "serve", "s3", "--addr", ":9000", "--auth-key", f"{KEY},{SECRET}", "--etag-hash", "MD5",
+            "--config", "/dev/null", "/data"], "volumeMounts": [{"name": f"s3-{tag}-data", "mountPath": "/data"}]}],
+        "volumes": [{"name": f"s3-{tag}-data", "emptyDir": {}}]}}
+    gateway = f"{release}-semforge-gateway"
+    pods, skipped = to_podman(docs, publish={gateway: port}, extra_pods=[s3])
+    assert {p["metadata"]["name"] for p in pods} == {f"s3-{tag}", gateway, *(f"{release}-semforge-{s}" for s in
+                                                     ("segment", "measure", "classify"))}
+    assert skipped == [f"Secret/{release}-semforge-store"]
+    import yaml
+
+    play = tmp_path / "play.yaml"
+    play.write_text(yaml.safe_dump_all(pods, sort_keys=False))
+    sh("podman", "network", "create", net)
+    try:
+        sh("podman", "kube", "play", "--network", net, str(play))
+        c = f"{gateway}-gateway"
+        info = sh("podman", "inspect", c, "--format", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}").stdout.split()
+        assert info == ["10001:10001", "true"]
+        out = tmp_path / "remote"
+        semforge("analyze", str(sample_tiff[0]), "--out", str(out), "--server", f"127.0.0.1:{port}", "--wait", "120",
+                 "--quiet")
+        assert_same_results(reference, out)
+    finally:
+        logs = sh("podman", "logs", "--tail", "20", f"{gateway}-gateway", check=False)
+        sh("podman", "kube", "down", str(play), check=False)
+        sh("podman", "network", "rm", "-f", net, check=False)
+    assert "Traceback" not in logs.stdout + logs.stderr
