@@ -51,6 +51,17 @@ class JobFailed(Exception):
         self.job = job
 
 
+def _busy_hint(exc: grpc.RpcError) -> float | None:
+    """Seconds to wait when the gateway refused a stream for load (RESOURCE_EXHAUSTED with a retry hint);
+    None for any other failure (a size limit is RESOURCE_EXHAUSTED too, but without a hint)."""
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    from .rpc._limits import retry_after_ms
+
+    ms = retry_after_ms(exc)
+    return None if ms is None else ms / 1e3
+
+
 class GatewayClient:
     def __init__(self, address: str, *, timeout_s: float = 30.0, token: str | None = None,
                  busy_wait_s: float = 300.0):
@@ -109,7 +120,15 @@ class GatewayClient:
                     if not b:
                         return
 
-        return self.stub.Upload(messages(), timeout=max(self.timeout_s, 600))
+        give_up = time.monotonic() + self.busy_wait_s
+        while True:
+            try:
+                return self.stub.Upload(messages(), timeout=max(self.timeout_s, 600))
+            except grpc.RpcError as exc:  # a busy gateway refuses the stream before reading it: wait, ask again
+                hint = _busy_hint(exc)
+                if hint is None or time.monotonic() > give_up:
+                    raise
+                time.sleep(hint)
 
     def analyze(self, refs, names, options: common_pb2.AnalysisOptions, *, sample: str = "sample",
                 progress: Callable[[common_pb2.ProgressEvent], None] | None = None) -> common_pb2.Job:
@@ -132,14 +151,10 @@ class GatewayClient:
                 break
             except grpc.RpcError as exc:
                 # a gateway at its stream cap refuses before creating the job: wait as it says and ask again
-                if received or exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > give_up:
+                hint = _busy_hint(exc)
+                if received or hint is None or time.monotonic() > give_up:
                     raise
-                from .rpc._limits import retry_after_ms
-
-                hint = retry_after_ms(exc)
-                if hint is None:
-                    raise
-                time.sleep(hint / 1e3)
+                time.sleep(hint)
         if job is None:
             raise RuntimeError("the gateway ended the analysis stream without a job record")
         return job

@@ -146,37 +146,48 @@ def test_per_client_cap(emb):
         srv.stop(0)
 
 
-def test_client_analyze_waits_for_a_busy_gateway(emb, sample_tiff):
-    """A refused Analyze (stream cap) is retried by the client after the server's hint, and then runs."""
+def test_client_waits_for_a_busy_gateway(emb, sample_tiff):
+    """Refused streams (Upload, Analyze) are retried by the client after the server's hint, and then run."""
     from semforge.client import GatewayClient
 
-    srv, orch, job_id = _replica(emb, workers=4, max_streams=1)
-    try:
-        threads, errors, ch = _open_watchers(srv.address, job_id, 1)  # holds the only stream slot
+    srv, orch, first_idle = _replica(emb, workers=4, max_streams=1)
+
+    def hold_the_slot(job_id=None, free_after_s=2.5):
+        if job_id is None:
+            job_id = f"idle{time.monotonic_ns()}"
+            orch.jobs.save(common_pb2.Job(job_id=job_id, state=common_pb2.JOB_STATE_QUEUED,
+                                          created_at="2026-01-01T00:00:00+00:00", images_total=1))
+        threads, errors, ch = _open_watchers(srv.address, job_id, 1)
         time.sleep(1.0)
-        threading.Timer(2.5, _cancel, (srv.address, job_id)).start()  # frees it in 2.5 s
-        with GatewayClient(emb.gateway_address) as c:  # Upload is a stream too: upload via the main gateway
-            up = c.upload(sample_tiff[0])
-        t0 = time.monotonic()
-        refused_before = srv.limiter.refused
-        with GatewayClient(srv.address) as c:
-            job = c.analyze([up.image.ref], ["busy"], common_pb2.AnalysisOptions())
-        assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.message
-        assert srv.limiter.refused > refused_before and time.monotonic() - t0 > 1.0
+        if free_after_s:
+            threading.Timer(free_after_s, _cancel, (srv.address, job_id)).start()
+        return threads, ch, job_id
+
+    held = []
+    try:
+        for what in ("upload", "analyze"):
+            threads, ch, _ = hold_the_slot(first_idle if what == "upload" else None)
+            held.append((threads, ch))
+            t0, refused_before = time.monotonic(), srv.limiter.refused
+            with GatewayClient(srv.address) as c:
+                if what == "upload":
+                    up = c.upload(sample_tiff[0])
+                    assert up.image.width > 0
+                else:
+                    job = c.analyze([up.image.ref], ["busy"], common_pb2.AnalysisOptions())
+                    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.message
+            assert srv.limiter.refused > refused_before and time.monotonic() - t0 > 1.0, what
+        threads, ch, idle = hold_the_slot(free_after_s=0)
+        held.append((threads, ch))
         with GatewayClient(srv.address, busy_wait_s=0) as c:  # a client that will not wait gets the status
-            idle = common_pb2.Job(job_id=f"idle2{time.monotonic_ns()}", state=common_pb2.JOB_STATE_QUEUED,
-                                  created_at="2026-01-01T00:00:00+00:00", images_total=1)
-            orch.jobs.save(idle)
-            threads2, _, ch2 = _open_watchers(srv.address, idle.job_id, 1)
-            time.sleep(0.5)
             with pytest.raises(grpc.RpcError) as e:
                 c.analyze([up.image.ref], ["busy2"], common_pb2.AnalysisOptions())
-            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            _cancel(srv.address, idle.job_id)
-        for t in threads + threads2:
-            t.join(60)
-        ch.close()
-        ch2.close()
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        _cancel(srv.address, idle)
     finally:
+        for threads, ch in held:
+            for t in threads:
+                t.join(30)
+            ch.close()
         orch.close(0)
         srv.stop(0)
