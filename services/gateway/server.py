@@ -34,7 +34,8 @@ class GatewayConfig(ServiceConfig):
     """Gateway settings: ``SEGMENT_ADDR``, ``MEASURE_ADDR``, ``CLASSIFY_ADDR`` (required), ``MAX_UPLOAD_MB``,
     ``MAX_MEGAPIXELS``, ``STORE_RETRY_S`` (how long a job waits for the store/services to come back),
     ``RESUME_AFTER_S`` (a job silent for longer than this, not finished, is resumed by one other replica),
-    ``JOB_WORKERS``."""
+    ``JOB_WORKERS``, ``CALL_TIMEOUT_S`` (deadline of each call to segment/measure/classify: a hung service
+    fails the job with DEADLINE_EXCEEDED instead of stalling it)."""
 
     segment_addr: str = ""
     measure_addr: str = ""
@@ -44,6 +45,7 @@ class GatewayConfig(ServiceConfig):
     store_retry_s: float = 300.0
     resume_after_s: float = 60.0
     job_workers: int = 2
+    call_timeout_s: float = 600.0
 
     @classmethod
     def from_env(cls, **overrides):
@@ -56,6 +58,7 @@ class GatewayConfig(ServiceConfig):
         cfg.store_retry_s = env_float("STORE_RETRY_S", 300.0, minimum=0)
         cfg.resume_after_s = env_float("RESUME_AFTER_S", 60.0, minimum=1)
         cfg.job_workers = env_int("JOB_WORKERS", 2, minimum=1)
+        cfg.call_timeout_s = env_float("CALL_TIMEOUT_S", 600.0, minimum=0.1)
         for k, v in overrides.items():
             setattr(cfg, k, v)
         return cfg
@@ -65,16 +68,22 @@ def _unavailable(exc: BaseException) -> bool:
     return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def _describe(exc: BaseException) -> str | None:
-    return f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.RpcError) else None
+def _describe(exc: BaseException, call_timeout_s: float | None = None) -> str | None:
+    if not isinstance(exc, grpc.RpcError):
+        return None
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and call_timeout_s:
+        return (f"DEADLINE_EXCEEDED: a service behind the gateway did not answer within CALL_TIMEOUT_S="
+                f"{call_timeout_s:g} s (hung or overloaded?); submit the job again once it answers")
+    return f"{exc.code().name}: {exc.details()}"
 
 
 def job_runner(store: ObjectStore, cfg: GatewayConfig) -> JobRunner:
-    stubs = ServiceStubs.connect(cfg.segment_addr, cfg.measure_addr, cfg.classify_addr,
+    stubs = ServiceStubs.connect(cfg.segment_addr, cfg.measure_addr, cfg.classify_addr, timeout_s=cfg.call_timeout_s,
                                  channel=lambda addr, options: service_channel(addr, cfg, options=options))
     return JobRunner(store, lambda job: RemoteStages(store, stubs, output_prefix=f"jobs/{job.job_id}/report/"),
                      options_of=analysis_options_from_pb, name_of=lambda ref: image_facts(store, ref.key)[1],
-                     transient=_unavailable, describe=_describe, workers=cfg.job_workers,
+                     transient=_unavailable, describe=lambda exc: _describe(exc, cfg.call_timeout_s),
+                     workers=cfg.job_workers,
                      resume_after_s=cfg.resume_after_s, retry_s=cfg.store_retry_s)
 
 
