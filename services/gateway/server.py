@@ -65,7 +65,15 @@ class GatewayConfig(ServiceConfig):
 
 
 def _unavailable(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
+    """A downstream failure worth waiting out: UNAVAILABLE, or RESOURCE_EXHAUSTED that carries a retry hint
+    (the store's disk is full; a size limit carries none)."""
+    if not isinstance(exc, grpc.RpcError):
+        return False
+    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        from semforge.rpc._limits import retry_after_ms
+
+        return retry_after_ms(exc) is not None
+    return exc.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def _describe(exc: BaseException, call_timeout_s: float | None = None) -> str | None:

@@ -98,7 +98,7 @@ def map_exceptions(fn):
                 yield from fn(self, request, context)
                 return
             except Exception as exc:  # noqa: BLE001 - every error becomes a status
-                status = rich_status(*status_for(exc))
+                status = _status_of(exc)
             context.abort_with_status(status)
         return gen_wrapper
 
@@ -107,9 +107,20 @@ def map_exceptions(fn):
         try:
             return fn(self, request, context)
         except Exception as exc:  # noqa: BLE001
-            status = rich_status(*status_for(exc))
+            status = _status_of(exc)
         context.abort_with_status(status)
     return wrapper
+
+
+STORAGE_FULL_RETRY_MS = 5000
+
+
+def _status_of(exc: BaseException) -> grpc.Status:
+    if isinstance(exc, StorageFull):  # transient: RESOURCE_EXHAUSTED with a retry hint (RetryInfo + retry-after-ms)
+        from ._limits import refusal_status
+
+        return refusal_status(status_for(exc)[1], STORAGE_FULL_RETRY_MS)
+    return rich_status(*status_for(exc))
 
 
 def _detail(err: grpc.RpcError, cls):
