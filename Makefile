@@ -14,7 +14,7 @@ TVENV := .venv-triton
 TSTAMP := $(TVENV)/.installed
 
 .PHONY: setup protos run serve test test-slow test-all lint-protos bench gallery segcheck realdata translation-loop clean \
-        deploy-tools chart-check images test-deploy
+        deploy-tools chart-check images test-deploy bench-batch
 
 setup: $(STAMP) $(BSTAMP) $(TSTAMP)
 	# Triton configs, model.py and the baked input normalization; models_repo/<model>/_env -> .venv-triton
@@ -99,6 +99,10 @@ lint-protos: setup
 
 bench: setup
 	$(BIN)/python tests/bench/run_benchmarks.py --write docs/benchmarks.md
+
+# batch: images/hour with 1 and 2 local workers, per-image overhead of a shard (docs/deploy.md)
+bench-batch: setup
+	$(BIN)/python tests/bench/batch_scaling.py --images 8 --write docs/deploy.md
 
 gallery: setup
 	$(BIN)/python tests/bench/render_gallery.py --write docs/images/render_gallery.png

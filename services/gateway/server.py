@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from semforge.analysis import ImageDecodeError
+from semforge.analysis._probe import ImageTooLarge, check_image_limits
 from semforge.common.v1 import common_pb2
 from semforge.errors import ObjectTooLarge, UserInputError
 from semforge.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -21,6 +23,7 @@ from semforge.rpc import (ServiceConfig, build_server, configure_logging, env_fl
                           map_exceptions, serve_forever)
 from semforge.rpc.convert import analysis_options_from_pb, calibration_pb, put_facts, ref_pb
 from semforge.rpc.stages import RemoteStages, ServiceStubs, image_facts
+from semforge.security import service_channel
 from semforge.storage import ObjectNotFound, ObjectStore, open_store, validate_key
 
 log = logging.getLogger("semforge.gateway")
@@ -31,7 +34,8 @@ class GatewayConfig(ServiceConfig):
     """Gateway settings: ``SEGMENT_ADDR``, ``MEASURE_ADDR``, ``CLASSIFY_ADDR`` (required), ``MAX_UPLOAD_MB``,
     ``MAX_MEGAPIXELS``, ``STORE_RETRY_S`` (how long a job waits for the store/services to come back),
     ``RESUME_AFTER_S`` (a job silent for longer than this, not finished, is resumed by one other replica),
-    ``JOB_WORKERS``."""
+    ``JOB_WORKERS``, ``CALL_TIMEOUT_S`` (deadline of each call to segment/measure/classify: a hung service
+    fails the job with DEADLINE_EXCEEDED instead of stalling it)."""
 
     segment_addr: str = ""
     measure_addr: str = ""
@@ -41,6 +45,7 @@ class GatewayConfig(ServiceConfig):
     store_retry_s: float = 300.0
     resume_after_s: float = 60.0
     job_workers: int = 2
+    call_timeout_s: float = 600.0
 
     @classmethod
     def from_env(cls, **overrides):
@@ -53,24 +58,40 @@ class GatewayConfig(ServiceConfig):
         cfg.store_retry_s = env_float("STORE_RETRY_S", 300.0, minimum=0)
         cfg.resume_after_s = env_float("RESUME_AFTER_S", 60.0, minimum=1)
         cfg.job_workers = env_int("JOB_WORKERS", 2, minimum=1)
+        cfg.call_timeout_s = env_float("CALL_TIMEOUT_S", 600.0, minimum=0.1)
         for k, v in overrides.items():
             setattr(cfg, k, v)
         return cfg
 
 
 def _unavailable(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
+    """A downstream failure worth waiting out: UNAVAILABLE, or RESOURCE_EXHAUSTED that carries a retry hint
+    (the store's disk is full; a size limit carries none)."""
+    if not isinstance(exc, grpc.RpcError):
+        return False
+    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        from semforge.rpc._limits import retry_after_ms
+
+        return retry_after_ms(exc) is not None
+    return exc.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def _describe(exc: BaseException) -> str | None:
-    return f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.RpcError) else None
+def _describe(exc: BaseException, call_timeout_s: float | None = None) -> str | None:
+    if not isinstance(exc, grpc.RpcError):
+        return None
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and call_timeout_s:
+        return (f"DEADLINE_EXCEEDED: a service behind the gateway did not answer within CALL_TIMEOUT_S="
+                f"{call_timeout_s:g} s (hung or overloaded?); submit the job again once it answers")
+    return f"{exc.code().name}: {exc.details()}"
 
 
 def job_runner(store: ObjectStore, cfg: GatewayConfig) -> JobRunner:
-    stubs = ServiceStubs.connect(cfg.segment_addr, cfg.measure_addr, cfg.classify_addr)
+    stubs = ServiceStubs.connect(cfg.segment_addr, cfg.measure_addr, cfg.classify_addr, timeout_s=cfg.call_timeout_s,
+                                 channel=lambda addr, options: service_channel(addr, cfg, options=options))
     return JobRunner(store, lambda job: RemoteStages(store, stubs, output_prefix=f"jobs/{job.job_id}/report/"),
                      options_of=analysis_options_from_pb, name_of=lambda ref: image_facts(store, ref.key)[1],
-                     transient=_unavailable, describe=_describe, workers=cfg.job_workers,
+                     transient=_unavailable, describe=lambda exc: _describe(exc, cfg.call_timeout_s),
+                     workers=cfg.job_workers,
                      resume_after_s=cfg.resume_after_s, retry_s=cfg.store_retry_s)
 
 
@@ -101,17 +122,24 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if first.get("sha") and first["sha"].lower() != info.sha256:
                 raise UserInputError(f"sha256 mismatch: expected {first['sha']}, received {info.sha256} "
                                      "(data corrupted in transit?)", field="expected_sha256")
+            try:  # limits from the header, before any decode (#15)
+                with self.store.open(info.key) as fh:
+                    check_image_limits(fh, max_pixels=self.cfg.max_megapixels * 1e6)
+            except ImageTooLarge as exc:
+                raise ObjectTooLarge(f"{name}: {exc} (MAX_MEGAPIXELS)", field="data") from None
+            except ImageDecodeError:
+                pass  # not a header we know: the decoder below gives the actionable message
             try:
                 facts, known = image_facts(self.store, info.key, name=name)  # decoded once, here, ever
             except ValueError as exc:  # ImageDecodeError: say which upload
                 raise UserInputError(f"{name}: {exc}", field="data") from None
-        except UserInputError:
+            if facts.width * facts.height > self.cfg.max_megapixels * 1e6:
+                raise ObjectTooLarge(f"{name}: {facts.width}x{facts.height} px exceeds MAX_MEGAPIXELS="
+                                     f"{self.cfg.max_megapixels}", field="data")
+        except UserInputError:  # ObjectTooLarge too: a rejected upload is never kept
             if not dedup:
                 self.store.delete(info.key)
             raise
-        if facts.width * facts.height > self.cfg.max_megapixels * 1e6:
-            raise ObjectTooLarge(f"{name}: {facts.width}x{facts.height} px exceeds MAX_MEGAPIXELS="
-                                 f"{self.cfg.max_megapixels}", field="data")
         if not known:
             put_facts(self.store, info.key, facts, name)
         image = common_pb2.ImageInfo(ref=ref_pb(info, "application/octet-stream"), name=name, width=facts.width,
@@ -179,7 +207,7 @@ def ready(store: ObjectStore, cfg: GatewayConfig) -> bool:
 
     store.ping()
     for addr in (cfg.segment_addr, cfg.measure_addr, cfg.classify_addr):
-        with grpc.insecure_channel(addr) as ch:
+        with service_channel(addr, cfg) as ch:
             r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
             if r.status != health_pb2.HealthCheckResponse.SERVING:
                 return False

@@ -51,10 +51,27 @@ class JobFailed(Exception):
         self.job = job
 
 
+def _busy_hint(exc: grpc.RpcError) -> float | None:
+    """Seconds to wait when the gateway refused a stream for load (RESOURCE_EXHAUSTED with a retry hint);
+    None for any other failure (a size limit is RESOURCE_EXHAUSTED too, but without a hint)."""
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    from .rpc._limits import retry_after_ms
+
+    ms = retry_after_ms(exc)
+    return None if ms is None else ms / 1e3
+
+
 class GatewayClient:
-    def __init__(self, address: str, *, timeout_s: float = 30.0):
+    def __init__(self, address: str, *, timeout_s: float = 30.0, token: str | None = None,
+                 busy_wait_s: float = 300.0):
+        from .security import client_token, open_channel
+
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+        self.busy_wait_s = busy_wait_s  # how long analyze() waits for a busy gateway (RESOURCE_EXHAUSTED + hint)
+        # token: explicit, $SEMFORGE_TOKEN, $SEMFORGE_TOKEN_FILE or $SEMFORGE_HOME/token; TLS from $SEMFORGE_TLS_*
+        self.channel = open_channel(address, token=client_token(token),
+                                    options=[("grpc.max_receive_message_length", 64 << 20)])
         self.stub = gateway_pb2_grpc.GatewayServiceStub(self.channel)
         self.timeout_s = timeout_s
 
@@ -103,17 +120,41 @@ class GatewayClient:
                     if not b:
                         return
 
-        return self.stub.Upload(messages(), timeout=max(self.timeout_s, 600))
+        give_up = time.monotonic() + self.busy_wait_s
+        while True:
+            try:
+                return self.stub.Upload(messages(), timeout=max(self.timeout_s, 600))
+            except grpc.RpcError as exc:  # a busy gateway refuses the stream before reading it: wait, ask again
+                hint = _busy_hint(exc)
+                if hint is None or time.monotonic() > give_up:
+                    raise
+                time.sleep(hint)
 
     def analyze(self, refs, names, options: common_pb2.AnalysisOptions, *, sample: str = "sample",
                 progress: Callable[[common_pb2.ProgressEvent], None] | None = None) -> common_pb2.Job:
+        from .storage import key_segment
+
+        # image names become object-key segments (job outputs): "Probe 3 (Ätzung)" -> "Probe_3_Atzung"
+        names = [key_segment(n) for n in names] if names else names
         req = gateway_pb2.AnalyzeRequest(images=refs, names=names, options=options, sample=sample)
         job = None
-        for msg in self.stub.Analyze(req):
-            if msg.HasField("event") and progress:
-                progress(msg.event)
-            if msg.HasField("job"):
-                job = msg.job
+        give_up = time.monotonic() + self.busy_wait_s
+        while True:
+            received = False
+            try:
+                for msg in self.stub.Analyze(req):
+                    received = True
+                    if msg.HasField("event") and progress:
+                        progress(msg.event)
+                    if msg.HasField("job"):
+                        job = msg.job
+                break
+            except grpc.RpcError as exc:
+                # a gateway at its stream cap refuses before creating the job: wait as it says and ask again
+                hint = _busy_hint(exc)
+                if received or hint is None or time.monotonic() > give_up:
+                    raise
+                time.sleep(hint)
         if job is None:
             raise RuntimeError("the gateway ended the analysis stream without a job record")
         return job

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .rpc import RunningServer, ServiceConfig, build_server
+from .rpc import RunningServer, ServiceConfig, build_server, env_str
+from .security import new_secret, set_process_service_token
 from .storage import ObjectStore, open_store
 
 __all__ = ["Embedded", "start_embedded"]
@@ -62,20 +63,30 @@ def start_embedded(*, store: str | ObjectStore | None = None, gateway_port: int 
     st = store if isinstance(store, ObjectStore) else open_store(store)
     emb = Embedded(store=st)
     try:
-        base = ServiceConfig(port=0, host="127.0.0.1")
+        # security (docs/security.md): callers on this host are trusted without set-up (loopback), a token
+        # when sent must be valid; segment/measure/classify accept only the gateway (a per-process secret)
+        auth = env_str("SEMFORGE_AUTH", "loopback")
+        service_token = env_str("SEMFORGE_SERVICE_TOKEN") or new_secret()
+        set_process_service_token(service_token)
+        front = ServiceConfig(port=0, host="127.0.0.1", auth=auth, tokens_file=env_str("SEMFORGE_TOKENS", ""))
+        base = ServiceConfig(port=0, host="127.0.0.1", auth="service" if auth != "none" else "none",
+                             service_token=service_token)
         emb.servers["segment"] = build_server("segment", segment_reg(st), base, ready_check=lambda: st.ping() is None)
         emb.servers["measure"] = build_server("measure", measure_reg(st), base, ready_check=lambda: st.ping() is None)
         emb.servers["classify"] = build_server("classify", classify_reg(st), base, ready_check=lambda: st.ping() is None)
         from semforge_render.server import ready as render_ready
+        from semforge_translate.server import ready as translate_ready
 
-        emb.servers["render"] = build_server("render", render_reg(st), base,
+        emb.servers["render"] = build_server("render", render_reg(st), front,
                                              ready_check=lambda: st.ping() is None and render_ready())
-        emb.servers["translate"] = build_server("translate", translate_reg(st), base)
+        emb.servers["translate"] = build_server("translate", translate_reg(st), front,
+                                                ready_check=lambda: st.ping() is None and translate_ready())
         gcfg = GatewayConfig(port=gateway_port, host="127.0.0.1", metrics_port=metrics_port,
                              segment_addr=emb.servers["segment"].address,
                              measure_addr=emb.servers["measure"].address,
                              classify_addr=emb.servers["classify"].address,
-                             store_retry_s=store_retry_s, resume_after_s=resume_after_s)
+                             store_retry_s=store_retry_s, resume_after_s=resume_after_s,
+                             auth=front.auth, tokens_file=front.tokens_file, service_token=service_token)
         add, emb.runner = gateway_reg(st, gcfg)
         emb.servers["gateway"] = build_server("gateway", add, gcfg, ready_check=lambda: gateway_ready(st, gcfg),
                                               check_interval_s=0.5)

@@ -89,3 +89,15 @@ def test_summary_labels_and_warns_below_the_count(tmp_path):
     assert big["warnings"] == []
     plot_distribution(s, x, str(tmp_path / "d.png"))
     assert (tmp_path / "d.png").stat().st_size > 10_000
+
+
+def test_shape_class_counts_per_image_and_pooled():
+    from semforge.analysis._distribution import shape_class_counts
+
+    parts = ([{"image": "a", "shape": "sphere", "excluded": False}] * 3
+             + [{"image": "a", "shape": "unknown", "excluded": False}]
+             + [{"image": "b", "shape": "rod", "excluded": False}] * 2
+             + [{"image": "b", "shape": "sphere", "excluded": True}])
+    c = shape_class_counts(parts)
+    assert c["all"] == {"sphere": 3, "rod": 2, "unknown": 1} and list(c["all"]) == ["sphere", "rod", "unknown"]
+    assert c["a"] == {"sphere": 3, "unknown": 1} and c["b"] == {"rod": 2}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from semforge.analysis import Calibration, MeasureOptions, measure_instance, measure_mask
+from semforge.analysis import Calibration, MeasureOptions, add_gray_stats, measure_instance, measure_mask
 from semforge.analysis._geometry import ellipse_fit, gray_stats, perimeter_convexity
 
 yy, xx = np.mgrid[:200, :200]
@@ -79,7 +79,8 @@ def test_gray_values_per_particle():
     mean, sd = gray_stats(g, m)
     n = m.sum()
     assert mean == pytest.approx(0.6, abs=0.01) and sd == pytest.approx(0.2 * np.sqrt(n / (n - 1)), rel=0.02)
-    res = measure_mask(m, calibration=Calibration(1.0, "user"), gray=g, options=MeasureOptions())
+    res = measure_mask(m, calibration=Calibration(1.0, "user"), options=MeasureOptions())
+    assert "gray_mean" not in res.particles[0]
+    add_gray_stats(res.particles, g, res.labels)  # from the particle's pixels in labels.tif
     p = res.included()[0]
     assert p["gray_mean"] == pytest.approx(mean) and p["gray_sd"] == pytest.approx(sd)
-    assert "gray_mean" not in measure_mask(m).particles[0]

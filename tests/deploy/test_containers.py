@@ -251,3 +251,16 @@ def test_batch_job_pod_spec_runs_under_podman(images, tmp_path):
         for f in reversed(played):
             sh("podman", "kube", "down", str(f), check=False)
         sh("podman", "network", "rm", "-f", net, check=False)
+
+
+def test_render_image_renders_headless_as_non_root():
+    """The Blender image (built by `make images`, not by test-deploy: 1.7 GB, ~13 min here)."""
+    if sh("docker", "image", "inspect", "semforge-render:latest", check=False).returncode != 0:
+        pytest.skip("semforge-render not built (make images IMAGES=render)")
+    r = sh("docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp:uid=10001,gid=10001,size=2g", "--cap-drop", "ALL",
+           "--security-opt", "no-new-privileges", "semforge-render:latest", "sh", "-c",
+           "semforge render --recipe tiny --out /tmp/r --workers 1 >/dev/null && id -u && "
+           "ls /tmp/r/datasets/tiny-n60/scene_00001", timeout=900)
+    uid, *files = r.stdout.split()
+    assert uid == "10001"
+    assert {"se.png", "transmission.png", "instances.tif", "height.tif", "scene.json"} <= set(files)

@@ -5,7 +5,8 @@ No gRPC in here: services and the command line are thin adapters over this packa
 
 from ._databar import detect_databar
 from ._evaluate import average_precision, instance_iou, match_instances, pixel_metrics, rand_error
-from ._geometry import convex_hull, convexity, feret_diameters, outline, polygon_area, polygon_length
+from ._geometry import (add_gray_stats, convex_hull, convexity, feret_diameters, outline, polygon_area,
+                        polygon_length)
 from ._io import (Calibration, ImageDecodeError, LoadedImage, intensity_range, load_image, resolve_calibration,
                   to_gray_float, write_labels_tiff)
 from ._scalebar import (ScaleBar, ScaleBarMismatch, check_scale_bar, find_scale_bar, read_scale_bar,
@@ -30,5 +31,5 @@ __all__ = [
     "write_sample_report", "separate", "shape_dimensions", "summarize", "to_gray_float",
     "intensity_range", "MixedCalibrationError", "Warning_", "check_calibration_consistency",
     "plausibility_warnings", "ScaleBar", "ScaleBarMismatch", "check_scale_bar", "find_scale_bar", "read_scale_bar",
-    "scale_bar_calibration", "write_labels_tiff",
+    "scale_bar_calibration", "write_labels_tiff", "add_gray_stats",
 ]

@@ -120,7 +120,7 @@ def plausibility_warnings(*, image: str, calibration: Calibration, particles: Se
     if px is None:
         out.append(Warning_("uncalibrated", image,
                             "no pixel size in the file and none given: sizes are in px, not nm "
-                            "(give --pixel-size NM or a calibrated file)"))
+                            "(give --pixel-size-nm NM or a calibrated file)"))
     elif calibration.source == "scalebar":
         out.append(Warning_("calibrated_from_scale_bar", image,
                             f"no pixel size in the file: {px:.4g} nm/px was read from the scale bar in the data bar"))
@@ -188,4 +188,4 @@ def check_calibration_consistency(calibrations: Iterable[tuple[str, Calibration]
         shown = ", ".join(unc[:5]) + (f" and {len(unc) - 5} more" if len(unc) > 5 else "")
         raise MixedCalibrationError(
             f"{len(unc)} of {len(items)} images have no pixel size ({shown}) while the others are calibrated: "
-            "one sample table needs one unit; give --pixel-size NM or analyse them separately", field="images")
+            "one sample table needs one unit; give --pixel-size-nm NM or analyse them separately", field="images")

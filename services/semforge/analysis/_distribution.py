@@ -41,7 +41,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 __all__ = ["weighted_quantile", "quantile_label", "min_count_for_quantile", "effective_count", "bootstrap_ci",
-           "fit_distributions", "cumulative_curve", "density_histogram", "distribution_summary", "WEIGHTINGS"]
+           "fit_distributions", "cumulative_curve", "density_histogram", "distribution_summary", "WEIGHTINGS",
+           "plot_distribution", "shape_class_counts"]
 
 #: quantity types: name -> ISO 9276-1 index r
 WEIGHTINGS = {"number": 0, "volume": 3}
@@ -292,3 +293,24 @@ def plot_distribution(summary: dict[str, Any], sizes: Sequence[float], path: str
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def shape_class_counts(particles: Sequence[dict[str, Any]], *, image_key: str = "image") -> dict[str, dict[str, int]]:
+    """Included particles per shape class, per image and pooled (``"all"``), with the share left ``unknown``.
+
+    Returns ``{image: {shape: count, ...}, ..., "all": {...}}``; shapes are sorted by pooled count.
+    """
+    from collections import Counter
+
+    per: dict[str, Counter] = {}
+    pooled: Counter = Counter()
+    for p in particles:
+        if p.get("excluded", False):
+            continue
+        shape = p.get("shape") or "unknown"
+        per.setdefault(str(p.get(image_key, "")), Counter())[shape] += 1
+        pooled[shape] += 1
+    order = [s for s, _ in pooled.most_common()]
+    out = {img: {s: c[s] for s in order if c[s]} for img, c in sorted(per.items())}
+    out["all"] = {s: pooled[s] for s in order}
+    return out

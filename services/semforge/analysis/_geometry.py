@@ -8,7 +8,7 @@ from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import find_contours
 
 __all__ = ["outline", "polygon_length", "polygon_area", "convex_hull", "feret_diameters", "convexity",
-           "perimeter_convexity", "ellipse_fit", "gray_stats"]
+           "perimeter_convexity", "ellipse_fit", "gray_stats", "add_gray_stats"]
 
 
 def outline(mask: np.ndarray, *, smooth: float = 1.0) -> np.ndarray:
@@ -196,3 +196,28 @@ def gray_stats(gray: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     if v.size == 0:
         raise ValueError("empty region has no gray values")
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def add_gray_stats(particles: list, gray: np.ndarray | None, labels: np.ndarray) -> None:
+    """Add ``gray_mean`` and ``gray_sd`` (n - 1) to each particle row from its pixels in the label image.
+
+    The pixels are those ``labels.tif`` draws for the particle, so Fiji's
+    Mean/StdDev measured with the label image as ROIs give the same numbers.
+    ``gray`` is the normalised [0, 1] image; ``None`` leaves the rows as they are.
+    """
+    if gray is None or not len(particles):
+        return
+    lab = np.asarray(labels).ravel().astype(np.intp)
+    g = np.asarray(gray, dtype=np.float64).ravel()
+    n = np.bincount(lab, minlength=1)
+    s1 = np.bincount(lab, weights=g, minlength=n.size)
+    s2 = np.bincount(lab, weights=g * g, minlength=n.size)
+    for p in particles:
+        k = int(p["id"])
+        c = int(n[k]) if k < n.size else 0
+        if c == 0:
+            p["gray_mean"], p["gray_sd"] = None, None
+            continue
+        mean = s1[k] / c
+        var = max(s2[k] - c * mean * mean, 0.0) / (c - 1) if c > 1 else 0.0
+        p["gray_mean"], p["gray_sd"] = float(mean), float(np.sqrt(var))

@@ -508,7 +508,7 @@ def load_image(source: str | os.PathLike | bytes, *, name: str | None = None) ->
     Raises
     ------
     ImageDecodeError
-        Empty, unknown, truncated or not 2-D.
+        Empty, unknown, truncated, not 2-D, or with NaN/infinite pixels.
     FileNotFoundError
         ``source`` is a path that does not exist.
     """
@@ -543,6 +543,8 @@ def load_image(source: str | os.PathLike | bytes, *, name: str | None = None) ->
         img.pixels = px[0]
     elif px.ndim != 2:
         raise ImageDecodeError(f"{label}: expected a 2-D image, got shape {px.shape}")
+    if img.pixels.dtype.kind in "fc" and not np.isfinite(img.pixels).all():  # found by the fuzz run (#15)
+        raise ImageDecodeError(f"{label}: image has NaN or infinite pixel values; export it as integer or clean it")
     if min(img.pixels.shape) < 8:
         raise ImageDecodeError(f"{label}: image is too small to analyse ({img.pixels.shape[1]}x{img.pixels.shape[0]} px)")
     return img

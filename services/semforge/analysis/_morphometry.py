@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._geometry import (convex_hull, ellipse_fit, feret_diameters, gray_stats, outline, perimeter_convexity,
+from ._geometry import (convex_hull, ellipse_fit, feret_diameters, outline, perimeter_convexity,
                         polygon_area, polygon_length)
 
 __all__ = ["SIZE_COLUMNS", "AREA_COLUMNS", "LENGTH_COLUMNS", "COLUMNS", "particle_columns", "file_column",
@@ -50,7 +50,7 @@ def particle_columns(unit: str) -> list[str]:
 
 
 def measure_instance(mask: np.ndarray, *, offset: tuple[int, int] = (0, 0),
-                     pixel_size_nm: float | None = None, gray: np.ndarray | None = None) -> dict[str, Any]:
+                     pixel_size_nm: float | None = None) -> dict[str, Any]:
     """Measure one particle.
 
     Parameters
@@ -61,9 +61,6 @@ def measure_instance(mask: np.ndarray, *, offset: tuple[int, int] = (0, 0),
         Position of the crop's top-left pixel in the image.
     pixel_size_nm : float, optional
         Pixel edge length; without it lengths are in px.
-    gray : ndarray, shape (h, w), optional
-        The gray image (0-1) over the same crop: adds ``gray_mean`` and
-        ``gray_sd`` (n - 1).
 
     Returns
     -------
@@ -129,8 +126,6 @@ def measure_instance(mask: np.ndarray, *, offset: tuple[int, int] = (0, 0),
         "feret_min_angle_deg": amin,
         "feret_max_angle_deg": amax,
     }
-    if gray is not None:
-        out["gray_mean"], out["gray_sd"] = gray_stats(gray, m)
     return out
 
 

@@ -290,7 +290,7 @@ def check_scale_bar(calibration: Calibration, bar: ScaleBar | None, *, image: st
         raise ScaleBarMismatch(
             f"{image}: the scale bar ({bar.label} over {bar.length_px:.1f} px = {px_bar:.4g} nm/px) disagrees with "
             f"the pixel size {px:.4g} nm/px from {calibration.source} by {100 * rel:.1f} % (tolerance "
-            f"{100 * tol:.1f} %); check the calibration, or give --pixel-size NM to override both",
+            f"{100 * tol:.1f} %); check the calibration, or give --pixel-size-nm NM to override both",
             field="pixel_size_nm")
     return calibration
 

@@ -26,12 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Particle size and shape statistics from electron micrographs.")
     from .. import __version__
     from ..batch import cli as batch_cli  # semforge batch ..., semforge worker (#12)
+    from ..security import cli as admin_cli  # semforge admin token ... (#15)
 
     p.add_argument("--version", action="version", version=f"semforge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for cmd in COMMANDS:
         cmd.register(sub)
     batch_cli.register(sub)
+    admin_cli.register(sub)
     return p
 
 

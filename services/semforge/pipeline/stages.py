@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..analysis import (CONFIDENCE_LIMIT, ImageResult, ScaleBar, check_scale_bar, classify_particles, load_image,
+from ..analysis import (CONFIDENCE_LIMIT, add_gray_stats, ImageResult, ScaleBar, check_scale_bar, classify_particles, load_image,
                         measure_mask, resolve_calibration, to_gray_float, write_image_outputs, write_sample_report)
 from ..inference import DEFAULT_SEGMENTER, Segmenter, create_segmenter
 from .types import AnalysisOptions, ImageFacts, ImageOutcome, Measured, Prepared, describe_image
@@ -80,8 +80,7 @@ class LocalStages:
 
     def measure(self, prep: Prepared, mask: np.ndarray, options: AnalysisOptions) -> Measured:
         res = measure_mask(mask, calibration=prep.calibration, image_name=prep.name,
-                           specimen_rows=prep.specimen_rows, options=options.with_measure(classify=False).measure,
-                           gray=prep.gray)
+                           specimen_rows=prep.specimen_rows, options=options.with_measure(classify=False).measure)
         return Measured(table=res.table, labels=res.labels, count=len(res.particles), included=len(res.included()))
 
     def classify(self, prep: Prepared, measured: Measured, options: AnalysisOptions,
@@ -111,6 +110,7 @@ class LocalStages:
             raise RuntimeError("LocalStages.report needs an output directory")
         results = []
         for o in outcomes:
+            add_gray_stats(o.measured.table.particles, o.prepared.gray, o.measured.labels)  # gray_mean/sd (#13)
             res = ImageResult.from_table(o.measured.table, o.measured.labels, options.measure)
             write_image_outputs(res, o.prepared.gray, self.outdir / res.name, write_labels=write_labels)
             results.append(res)

@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 
 from ..analysis import ImageDecodeError
 from ..errors import NotFound, ObjectTooLarge, UserInputError
-from ..storage import InvalidKey, ObjectNotFound, StorageUnavailable
+from ..storage import InvalidKey, ObjectNotFound, StorageFull, StorageUnavailable
 
 __all__ = ["RpcAbort", "abort", "status_for", "map_exceptions", "error_detail_from", "bad_request_from"]
 
@@ -44,6 +44,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
     """(status code, message, field) of an exception: the one mapping of library errors to gRPC."""
     if isinstance(exc, RpcAbort):
         return exc.code, exc.message, exc.field
+    if isinstance(exc, StorageFull):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}", ""
     if isinstance(exc, StorageUnavailable):
         return grpc.StatusCode.UNAVAILABLE, f"{exc}; retry when the object store is back", ""
     if isinstance(exc, (ObjectNotFound, NotFound)):
@@ -96,7 +98,7 @@ def map_exceptions(fn):
                 yield from fn(self, request, context)
                 return
             except Exception as exc:  # noqa: BLE001 - every error becomes a status
-                status = rich_status(*status_for(exc))
+                status = _status_of(exc)
             context.abort_with_status(status)
         return gen_wrapper
 
@@ -105,9 +107,20 @@ def map_exceptions(fn):
         try:
             return fn(self, request, context)
         except Exception as exc:  # noqa: BLE001
-            status = rich_status(*status_for(exc))
+            status = _status_of(exc)
         context.abort_with_status(status)
     return wrapper
+
+
+STORAGE_FULL_RETRY_MS = 5000
+
+
+def _status_of(exc: BaseException) -> grpc.Status:
+    if isinstance(exc, StorageFull):  # transient: RESOURCE_EXHAUSTED with a retry hint (RetryInfo + retry-after-ms)
+        from ._limits import refusal_status
+
+        return refusal_status(status_for(exc)[1], STORAGE_FULL_RETRY_MS)
+    return rich_status(*status_for(exc))
 
 
 def _detail(err: grpc.RpcError, cls):

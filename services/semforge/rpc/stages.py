@@ -19,19 +19,24 @@ class ServiceStubs:
     segment: Any
     measure: Any
     classify: Any
+    timeout_s: float | None = None  # deadline of every call (None: none)
 
     @classmethod
-    def connect(cls, segment_addr: str, measure_addr: str, classify_addr: str, *, max_message_mb: int = 64):
+    def connect(cls, segment_addr: str, measure_addr: str, classify_addr: str, *, max_message_mb: int = 64,
+                channel=None, timeout_s: float | None = None):
+        """``channel(address, options=...)`` opens each channel (default plaintext; the gateway passes
+        :func:`semforge.security.service_channel`, which carries its service identity and TLS)."""
         import grpc
 
         from semforge.classify.v1 import classify_pb2_grpc
         from semforge.measure.v1 import measure_pb2_grpc
         from semforge.segment.v1 import segment_pb2_grpc
 
+        channel = channel or grpc.insecure_channel
         opts = [("grpc.max_receive_message_length", max_message_mb << 20)]
-        return cls(segment_pb2_grpc.SegmentServiceStub(grpc.insecure_channel(segment_addr, options=opts)),
-                   measure_pb2_grpc.MeasureServiceStub(grpc.insecure_channel(measure_addr, options=opts)),
-                   classify_pb2_grpc.ClassifyServiceStub(grpc.insecure_channel(classify_addr, options=opts)))
+        return cls(segment_pb2_grpc.SegmentServiceStub(channel(segment_addr, options=opts)),
+                   measure_pb2_grpc.MeasureServiceStub(channel(measure_addr, options=opts)),
+                   classify_pb2_grpc.ClassifyServiceStub(channel(classify_addr, options=opts)), timeout_s)
 
 
 def image_facts(store: ObjectStore, key: str, *, name: str = ""):
@@ -62,14 +67,14 @@ class RemoteStages:
 
         return self.stubs.segment.Segment(segment_pb2.SegmentRequest(
             image=prep.image, modality=modality_pb(options.measure.modality), specimen_rows=prep.specimen_rows,
-            model=options.segmenter or "")).mask
+            model=options.segmenter or ""), timeout=self.stubs.timeout_s).mask
 
     def measure(self, prep: Prepared, mask, options: AnalysisOptions) -> Measured:
         from semforge.measure.v1 import measure_pb2
 
         r = self.stubs.measure.Measure(measure_pb2.MeasureRequest(
             mask=mask, image_name=prep.name, calibration=calibration_pb(prep.calibration),
-            specimen_rows=prep.specimen_rows, options=analysis_options_pb(options)))
+            specimen_rows=prep.specimen_rows, options=analysis_options_pb(options)), timeout=self.stubs.timeout_s)
         return Measured(table=r.particles, labels=r.labels, count=r.count, included=r.included)
 
     def classify(self, prep: Prepared, measured: Measured, options: AnalysisOptions) -> Measured:
@@ -77,7 +82,7 @@ class RemoteStages:
 
         r = self.stubs.classify.Classify(classify_pb2.ClassifyRequest(
             particles=measured.table, image=prep.image, labels=measured.labels,
-            modality=modality_pb(options.measure.modality)))
+            modality=modality_pb(options.measure.modality)), timeout=self.stubs.timeout_s)
         return Measured(table=r.particles, labels=measured.labels, count=measured.count, included=measured.included)
 
     def report(self, outcomes: list[ImageOutcome], options: AnalysisOptions, *, title: str) -> dict[str, Any]:
@@ -88,6 +93,6 @@ class RemoteStages:
         for o in outcomes:
             req.images.add(name=o.prepared.name, image=o.prepared.image, labels=o.measured.labels,
                            particles=o.measured.table)
-        return dict(self.stubs.measure.Report(req).outputs)
+        return dict(self.stubs.measure.Report(req, timeout=self.stubs.timeout_s).outputs)
 
 

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from ._base import ObjectInfo, ObjectNotFound, ObjectStore, StorageUnavailable, validate_key
+from ._base import ObjectInfo, ObjectNotFound, ObjectStore, StorageUnavailable, raise_os_error, validate_key
 
 
 class LocalStore(ObjectStore):
@@ -43,13 +43,19 @@ class LocalStore(ObjectStore):
     def _put_file(self, key: str, path: str, size: int) -> None:
         dest = self._path(key)
         self._check()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if Path(path).parent == self.root / ".tmp":
-            os.replace(path, dest)  # the spool file is already on this volume: rename, no copy
-            return
-        tmp = self.root / ".tmp" / (dest.name + f".{os.getpid()}.{id(path)}")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, dest)
+        tmp = None
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if Path(path).parent == self.root / ".tmp":
+                os.replace(path, dest)  # the spool file is already on this volume: rename, no copy
+                return
+            tmp = self.root / ".tmp" / (dest.name + f".{os.getpid()}.{id(path)}")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            if tmp is not None and tmp.exists():
+                tmp.unlink()  # never leave a half-copied file behind
+            raise_os_error(exc, f"storing {key}")
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         dest = self._path(key)
@@ -63,6 +69,8 @@ class LocalStore(ObjectStore):
             return True
         except FileExistsError:
             return False
+        except OSError as exc:
+            raise_os_error(exc, f"storing {key}")
         finally:
             os.unlink(tmp)
 
