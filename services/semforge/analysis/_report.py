@@ -202,16 +202,35 @@ def write_sample_report(results: list[ImageResult], outdir: str | os.PathLike, *
         "images": (icols, ([row.get(c) for c in icols] for row in info)),
     })
     calibrated = unit == "nm"
+    shapes = shape_table(allp)
     doc = {"title": title, "unit": unit, "calibrated": calibrated, "images": info, "summary": summary,
-           "particles": file_rows}
+           "shapes": shapes, "particles": file_rows}
     (out / "report.json").write_text(json.dumps(_nan_to_none(doc), indent=1))
     hists = _histograms(allp, unit, out)
     _write_html(out / "report.html", title=title, unit=unit, info=info, summary=summary, hists=hists,
-                overlays={r.name: out / r.name / "overlay.png" for r in results})
+                overlays={r.name: out / r.name / "overlay.png" for r in results}, shapes=shapes)
     written = {"summary": str(out / "summary.csv"), "xlsx": str(out / "report.xlsx"),
                "json": str(out / "report.json"), "html": str(out / "report.html")}
     written.update({f"hist_{k}": v for k, v in hists.items()})
     return written
+
+
+_SHAPE_DIMS = ("sphere_diameter", "rod_length", "rod_thickness", "edge_length")
+
+
+def shape_table(particles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per shape class: particles, measured (included) ones and the median of each shape-specific dimension
+    over the measured ones (Bals & Epple 2023: edge length, rod length and thickness, sphere diameter)."""
+    out = []
+    for shape in sorted({p.get("shape", "unknown") for p in particles}):
+        rows = [p for p in particles if p.get("shape", "unknown") == shape]
+        inc = [p for p in rows if not p["excluded"]]
+        row: dict[str, Any] = {"shape": shape, "particles": len(rows), "measured": len(inc)}
+        for k in _SHAPE_DIMS:
+            v = [p[k] for p in inc if p.get(k) is not None]
+            row[f"median_{k}"] = float(np.median(v)) if v else float("nan")
+        out.append(row)
+    return out
 
 
 def _nan_to_none(o: Any) -> Any:
@@ -234,7 +253,7 @@ def _img_tag(path: Path, width: int = 480) -> str:
 
 
 def _write_html(path: Path, *, title: str, unit: str, info: list[dict[str, Any]], summary: list[dict[str, Any]],
-                hists: dict[str, str], overlays: dict[str, Path]) -> None:
+                hists: dict[str, str], overlays: dict[str, Path], shapes: list[dict[str, Any]] = ()) -> None:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
              "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
@@ -257,7 +276,17 @@ def _write_html(path: Path, *, title: str, unit: str, info: list[dict[str, Any]]
         vals = [row["measure"], row["unit"], row["count"]] + [
             "" if math.isnan(row[k]) else f"{row[k]:.4g}" for k in ("mean", "sd", "median", "d10", "d50", "d90")]
         parts.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in vals) + "</tr>")
-    parts.append("</table><h2>Histograms</h2>")
+    parts.append("</table>")
+    if shapes:  # shape classes (covered / agglomerate: kept in the table, not measured)
+        parts.append(f"<h2>Shapes</h2><table><tr><th>shape</th><th>particles</th><th>measured</th>"
+                     f"<th>sphere diameter ({unit})</th><th>rod length ({unit})</th><th>rod thickness ({unit})</th>"
+                     f"<th>edge length ({unit})</th></tr>")
+        for row in shapes:
+            vals = [row["shape"], row["particles"], row["measured"]] + [
+                "" if math.isnan(row[f"median_{k}"]) else f"{row[f'median_{k}']:.4g}" for k in _SHAPE_DIMS]
+            parts.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in vals) + "</tr>")
+        parts.append("</table><p>Medians over the measured particles of each class.</p>")
+    parts.append("<h2>Histograms</h2>")
     parts.extend(_img_tag(Path(p), 420) for p in hists.values())
     parts.append("<h2>Overlays</h2><p>Coloured: measured particles; grey: excluded (border, not separable, ...).</p>")
     for name, p in overlays.items():
