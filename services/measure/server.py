@@ -1,15 +1,21 @@
-"""measure service: cleaning, separation and morphometry of a mask reference (adapter over semforge.analysis)."""
+"""measure service: the pipeline's measure stage (cleaning, separation, morphometry of a mask reference) and the
+report stage (per-image files and the sample report) behind gRPC."""
 
 from __future__ import annotations
 
-import grpc
-import numpy as np
+import tempfile
+from pathlib import Path
 
-from semforge.analysis import measure_mask
+import grpc
+
+from semforge.analysis import load_image, to_gray_float
+from semforge.errors import InvalidOption
 from semforge.measure.v1 import measure_pb2, measure_pb2_grpc
+from semforge.pipeline import AnalysisOptions, ImageOutcome, LocalStages, Measured, Prepared
 from semforge.rpc import map_exceptions, run_service
-from semforge.rpc._convert import calibration_from_pb, get_array, measure_options, put_json, put_tiff, ref_pb
-from semforge.storage import ObjectStore
+from semforge.rpc.convert import (analysis_options_from_pb, calibration_from_pb, get_array, get_table,
+                                  measure_options_from_pb, put_labels, put_table, ref_pb)
+from semforge.storage import ObjectStore, validate_key
 
 
 class MeasureServicer(measure_pb2_grpc.MeasureServiceServicer):
@@ -19,23 +25,48 @@ class MeasureServicer(measure_pb2_grpc.MeasureServiceServicer):
     @map_exceptions
     def Measure(self, request, context):
         if not request.mask.key:
-            raise ValueError("mask reference is empty")
-        opts = measure_options(request.options, classify=False)
-        cal = calibration_from_pb(request.calibration)
+            raise InvalidOption("mask reference is empty", field="mask")
+        opts = AnalysisOptions(measure_options_from_pb(request.options))
         mask = get_array(self.store, request.mask.key)
         if mask.ndim == 3:
             mask = mask[..., 0]
-        rows = request.specimen_rows or mask.shape[0]
-        res = measure_mask(mask > 0, calibration=cal, image_name=request.image_name or "image",
-                           specimen_rows=rows, options=opts)
-        n = int(res.labels.max())
-        labels = put_tiff(self.store, res.labels.astype(np.uint16 if n < 65535 else np.uint32))
-        doc = {"unit": res.unit, "calibration": {"pixel_size_nm": cal.pixel_size_nm, "source": cal.source},
-               "specimen_rows": rows, "separation": opts.separate, "particles": res.particles}
-        parts = put_json(self.store, doc)
+        h, w = mask.shape
+        prep = Prepared(name=request.image_name or "image", calibration=calibration_from_pb(request.calibration),
+                        specimen_rows=request.specimen_rows or h, height=h, width=w)
+        m = LocalStages().measure(prep, mask > 0, opts)
+        labels = put_labels(self.store, m.labels)
+        table = put_table(self.store, m.table)
         return measure_pb2.MeasureResponse(labels=ref_pb(labels, "image/tiff"),
-                                           particles=ref_pb(parts, "application/json"),
-                                           count=len(res.particles), included=len(res.included()))
+                                           particles=ref_pb(table, "application/json"),
+                                           count=m.count, included=m.included)
+
+    @map_exceptions
+    def Report(self, request, context):
+        if not request.images:
+            raise InvalidOption("no images to report", field="images")
+        prefix = request.output_prefix
+        if prefix:
+            validate_key(prefix.rstrip("/"))
+        opts = analysis_options_from_pb(request.options)
+        outcomes = []
+        for im in request.images:
+            table = get_table(self.store, im.particles.key)
+            labels = get_array(self.store, im.labels.key)
+            gray = to_gray_float(load_image(self.store.get_bytes(im.image.key), name=im.name).pixels)
+            prep = Prepared(name=im.name, calibration=table.calibration, specimen_rows=table.specimen_rows,
+                            height=labels.shape[0], width=labels.shape[1], gray=gray)
+            outcomes.append(ImageOutcome(prep, Measured(table, labels, len(table.particles), len(table.included()))))
+        resp = measure_pb2.ReportResponse()
+        with tempfile.TemporaryDirectory(prefix="semforge-report-") as tmp:
+            LocalStages(outdir=tmp).report(outcomes, opts, title=request.title or "semforge report",
+                                           write_labels=False)
+            for path in sorted(Path(tmp).rglob("*")):
+                if path.is_file():
+                    rel = path.relative_to(tmp).as_posix()
+                    resp.outputs[rel].CopyFrom(ref_pb(self.store.put_file(prefix + rel, path)))
+        for im in request.images:  # the label images are stored already: no second copy
+            resp.outputs[f"{im.name}/labels.tif"].CopyFrom(im.labels)
+        return resp
 
 
 def register(store: ObjectStore):

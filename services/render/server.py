@@ -13,7 +13,7 @@ import grpc
 
 from semforge.render.v1 import render_pb2, render_pb2_grpc
 from semforge.rpc import RpcAbort, env_int, map_exceptions, run_service
-from semforge.rpc._convert import ref_pb
+from semforge.rpc.convert import ref_pb
 from semforge.scenes import SCENE_FILES, RenderError, RenderUnavailable, SceneSpec, ShapeComponent
 from semforge.scenes import blender_python, render_batch, render_scene
 from semforge.storage import ObjectStore

@@ -1,19 +1,19 @@
-"""segment service: foreground mask from an image reference (thin adapter over semforge.inference)."""
+"""segment service: the pipeline's segment stage behind gRPC (foreground mask from an image reference)."""
 
 from __future__ import annotations
 
 import time
 
 import grpc
-import numpy as np
 
-from semforge.analysis import load_image, to_gray_float
+from semforge.analysis import Calibration, MeasureOptions, load_image, to_gray_float
+from semforge.errors import InvalidOption
 from semforge.inference import DEFAULT_SEGMENTER, create_segmenter
+from semforge.pipeline import AnalysisOptions, LocalStages, Prepared
 from semforge.rpc import env_str, map_exceptions, run_service
-from semforge.rpc._convert import modality_name, put_png, ref_pb
+from semforge.rpc.convert import modality_from_pb, put_mask, ref_pb
 from semforge.segment.v1 import segment_pb2, segment_pb2_grpc
 from semforge.storage import ObjectStore
-
 
 DEFAULT_MODEL = DEFAULT_SEGMENTER
 
@@ -31,24 +31,25 @@ class SegmentServicer(segment_pb2_grpc.SegmentServiceServicer):
     def _model(self, name: str):
         name = name or self.default_model
         if name not in self._models:
-            self._models[name] = create_segmenter(name)  # ValueError lists the valid names
+            self._models[name] = create_segmenter(name)  # InvalidOption lists the valid names
         return name, self._models[name]
 
     @map_exceptions
     def Segment(self, request, context):
         if not request.image.key:
-            raise ValueError("image reference is empty")
+            raise InvalidOption("image reference is empty", field="image")
         t0 = time.perf_counter()
-        modality = modality_name(request.modality)
+        modality = modality_from_pb(request.modality, field="modality")
         name, model = self._model(request.model)
-        img = load_image(self.store.get_bytes(request.image.key), name=request.image.key)
-        gray = to_gray_float(img.pixels)
-        rows = request.specimen_rows or gray.shape[0]
-        if not 0 < rows <= gray.shape[0]:
-            raise ValueError(f"specimen_rows must be in 1..{gray.shape[0]}, got {request.specimen_rows}")
-        mask = np.zeros(gray.shape, dtype=np.uint8)
-        mask[:rows] = (model.predict(gray[:rows], modality=modality) >= 0.5).astype(np.uint8) * 255
-        info = put_png(self.store, mask)
+        gray = to_gray_float(load_image(self.store.get_bytes(request.image.key), name=request.image.key).pixels)
+        h, w = gray.shape
+        rows = request.specimen_rows or h
+        if not 0 < rows <= h:
+            raise InvalidOption(f"specimen_rows must be in 1..{h}, got {request.specimen_rows}", field="specimen_rows")
+        prep = Prepared(name=request.image.key, calibration=Calibration(None, "none"), specimen_rows=rows,
+                        height=h, width=w, gray=gray)
+        mask = LocalStages(model).segment(prep, AnalysisOptions(MeasureOptions(modality=modality.value)))
+        info = put_mask(self.store, mask)
         return segment_pb2.SegmentResponse(mask=ref_pb(info, "image/png"), model=name,
                                            seconds=time.perf_counter() - t0)
 

@@ -14,7 +14,7 @@ import grpc
 from .common.v1 import common_pb2
 from .gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
-__all__ = ["GatewayClient", "ProgressBar"]
+__all__ = ["GatewayClient", "ProgressBar", "JobFailed"]
 
 CHUNK = 1 << 20
 
@@ -43,10 +43,35 @@ class ProgressBar:
         self.last = line
 
 
+class JobFailed(Exception):
+    """A job that ended FAILED or CANCELLED (``job`` holds the record)."""
+
+    def __init__(self, job):
+        super().__init__(f"job {job.job_id} {common_pb2.JobState.Name(job.state)}: {job.message}")
+        self.job = job
+
+
+def _busy_hint(exc: grpc.RpcError) -> float | None:
+    """Seconds to wait when the gateway refused a stream for load (RESOURCE_EXHAUSTED with a retry hint);
+    None for any other failure (a size limit is RESOURCE_EXHAUSTED too, but without a hint)."""
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    from .rpc._limits import retry_after_ms
+
+    ms = retry_after_ms(exc)
+    return None if ms is None else ms / 1e3
+
+
 class GatewayClient:
-    def __init__(self, address: str, *, timeout_s: float = 30.0):
+    def __init__(self, address: str, *, timeout_s: float = 30.0, token: str | None = None,
+                 busy_wait_s: float = 300.0):
+        from .security import client_token, open_channel
+
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+        self.busy_wait_s = busy_wait_s  # how long analyze() waits for a busy gateway (RESOURCE_EXHAUSTED + hint)
+        # token: explicit, $SEMFORGE_TOKEN, $SEMFORGE_TOKEN_FILE or $SEMFORGE_HOME/token; TLS from $SEMFORGE_TLS_*
+        self.channel = open_channel(address, token=client_token(token),
+                                    options=[("grpc.max_receive_message_length", 64 << 20)])
         self.stub = gateway_pb2_grpc.GatewayServiceStub(self.channel)
         self.timeout_s = timeout_s
 
@@ -95,19 +120,67 @@ class GatewayClient:
                     if not b:
                         return
 
-        return self.stub.Upload(messages(), timeout=max(self.timeout_s, 600))
+        give_up = time.monotonic() + self.busy_wait_s
+        while True:
+            try:
+                return self.stub.Upload(messages(), timeout=max(self.timeout_s, 600))
+            except grpc.RpcError as exc:  # a busy gateway refuses the stream before reading it: wait, ask again
+                hint = _busy_hint(exc)
+                if hint is None or time.monotonic() > give_up:
+                    raise
+                time.sleep(hint)
 
     def analyze(self, refs, names, options: common_pb2.AnalysisOptions, *, sample: str = "sample",
                 progress: Callable[[common_pb2.ProgressEvent], None] | None = None) -> common_pb2.Job:
+        from .storage import key_segment
+
+        # image names become object-key segments (job outputs): "Probe 3 (Ätzung)" -> "Probe_3_Atzung"
+        names = [key_segment(n) for n in names] if names else names
         req = gateway_pb2.AnalyzeRequest(images=refs, names=names, options=options, sample=sample)
         job = None
-        for msg in self.stub.Analyze(req):
-            if msg.HasField("event") and progress:
-                progress(msg.event)
-            if msg.HasField("job"):
-                job = msg.job
+        give_up = time.monotonic() + self.busy_wait_s
+        while True:
+            received = False
+            try:
+                for msg in self.stub.Analyze(req):
+                    received = True
+                    if msg.HasField("event") and progress:
+                        progress(msg.event)
+                    if msg.HasField("job"):
+                        job = msg.job
+                break
+            except grpc.RpcError as exc:
+                # a gateway at its stream cap refuses before creating the job: wait as it says and ask again
+                hint = _busy_hint(exc)
+                if received or hint is None or time.monotonic() > give_up:
+                    raise
+                time.sleep(hint)
         if job is None:
             raise RuntimeError("the gateway ended the analysis stream without a job record")
+        return job
+
+    def analyze_files(self, paths: list[str | os.PathLike], outdir: str | os.PathLike, options=None, *,
+                      sample: str = "sample", wait_s: float = 30.0,
+                      progress: Callable[[common_pb2.ProgressEvent], None] | None = None,
+                      on_upload: Callable[[str, gateway_pb2.UploadResponse], None] | None = None) -> common_pb2.Job:
+        """The remote analysis of image files: wait for the gateway, upload, analyse with progress, download
+        the report into ``outdir``. ``options``: a :class:`semforge.pipeline.AnalysisOptions` (default: all
+        defaults). Raises TimeoutError (gateway not serving) or :class:`JobFailed`."""
+        from .rpc.convert import analysis_options_pb
+
+        self.wait_ready(timeout_s=wait_s)
+        refs, names = [], []
+        for path in paths:
+            r = self.upload(path)
+            refs.append(r.image.ref)
+            names.append(Path(path).name.rsplit(".", 1)[0])
+            if on_upload:
+                on_upload(str(path), r)
+        pb = analysis_options_pb(options) if options is not None else common_pb2.AnalysisOptions()
+        job = self.analyze(refs, names, pb, sample=sample, progress=progress)
+        if job.state != common_pb2.JOB_STATE_SUCCEEDED:
+            raise JobFailed(job)
+        self.download_outputs(job, outdir)
         return job
 
     def download(self, job_id: str, name: str, dest: str | os.PathLike) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 import tifffile
 
 from semforge.rpc import RpcAbort, env_str, map_exceptions, run_service
-from semforge.rpc._convert import put_png, ref_pb
+from semforge.rpc.convert import put_png, ref_pb
 from semforge.storage import ObjectStore
 from semforge.translate.v1 import translate_pb2, translate_pb2_grpc
 
@@ -47,7 +47,7 @@ class TranslateServicer(translate_pb2_grpc.TranslateServiceServicer):
 
     @map_exceptions
     def Translate(self, request, context):
-        from semforge.translation.content_check import content_check
+        from semforge.translation.content_check import check_translated
         from semforge.translation.train import translate
 
         if not request.height_map.key:
@@ -67,7 +67,7 @@ class TranslateServicer(translate_pb2_grpc.TranslateServiceServicer):
                 ids = tifffile.imread(io.BytesIO(self.store.get_bytes(request.instances.key))).astype(np.int32)
             except (ValueError, tifffile.TiffFileError) as exc:
                 raise ValueError(f"instances is not an instance-label TIFF: {exc}") from None
-            c = content_check(self._segmenter().predict(img, modality="se"), ids)
+            c = check_translated(self._segmenter(), img, ids)
             resp.accepted, resp.foreground_iou, resp.particle_recall = c["accepted"], c["foreground_iou"], c["particle_recall"]
             resp.invented_fraction, resp.split, resp.merged = c["invented_fraction"], c["split"], c["merged"]
             resp.content_score = c["foreground_iou"] * c["particle_recall"]

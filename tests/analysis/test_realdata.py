@@ -24,7 +24,7 @@ def test_human_masks_measured_like_an_independent_computation(bam):
         for p in res.included():
             crop = res.labels[p["bbox_y0_px"]:p["bbox_y1_px"], p["bbox_x0_px"]:p["bbox_x1_px"]] == p["id"]
             rp = regionprops(crop.astype(np.uint8))[0]
-            ours.append((p["ecd_nm"], p["feret_max_nm"]))
+            ours.append((p["ecd"], p["feret_max"]))
             theirs.append((rp.equivalent_diameter_area * 7.344, rp.feret_diameter_max * 7.344))
     ours, theirs = np.array(ours), np.array(theirs)
     assert len(ours) > 300

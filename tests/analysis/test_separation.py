@@ -92,11 +92,14 @@ def test_border_particles_are_excluded_and_data_bar_is_a_border():
 def test_calibration_scales_lengths():
     m = np.zeros((60, 60), bool)
     m[disk((30, 30), 15, shape=m.shape)] = True
-    a = measure_mask(m, calibration=Calibration(None, "none")).particles[0]
-    b = measure_mask(m, calibration=Calibration(3.0, "user")).particles[0]
-    assert "ecd_px" in a and "ecd_nm" in b
-    assert b["ecd_nm"] == pytest.approx(3.0 * a["ecd_px"])
-    assert b["area_nm2"] == pytest.approx(9.0 * a["area_px2"])
+    ra = measure_mask(m, calibration=Calibration(None, "none"))
+    rb = measure_mask(m, calibration=Calibration(3.0, "user"))
+    a, b = ra.particles[0], rb.particles[0]
+    # the unit is on the table; the file columns carry it in their names
+    assert ra.unit == "px" and rb.unit == "nm"
+    assert "ecd_px" in ra.columns and "area_px2" in ra.columns and "ecd_nm" in rb.columns and "area_nm2" in rb.columns
+    assert b["ecd"] == pytest.approx(3.0 * a["ecd"])
+    assert b["area"] == pytest.approx(9.0 * a["area"])
     assert b["circularity"] == pytest.approx(a["circularity"])
 
 
@@ -115,15 +118,15 @@ def test_bad_options_raise():
 def test_synthetic_image_ground_truth_recovered(sample_tiff):
     """A synthetic SE image with known ellipses: count and median ECD recovered through the in-process path."""
     from semforge.inference import create_segmenter
-    from semforge.workflow import analyze_image, prepare_image
+    from semforge.pipeline import AnalysisOptions, LocalStages, analyze_image
 
     path, truth = sample_tiff
-    prep = prepare_image(path, name="s")
+    out = analyze_image(LocalStages(create_segmenter("classical")), path, "s", AnalysisOptions())
+    prep, res = out.prepared, out.measured.table
     assert prep.calibration.pixel_size_nm == pytest.approx(2.5)
     assert prep.specimen_rows == truth.shape[0] - 56
-    res = analyze_image(prep, segmenter=create_segmenter("classical"), options=MeasureOptions())
     n_true = int(truth.max())
     assert abs(len(res.particles) - n_true) <= 2
     true_ecd = np.median([np.sqrt(4 * (truth == k).sum() / np.pi) * 2.5 for k in range(1, n_true + 1)])
-    got = np.median([p["ecd_nm"] for p in res.particles])
+    got = np.median([p["ecd"] for p in res.particles])
     assert got == pytest.approx(true_ecd, rel=0.05)

@@ -5,7 +5,7 @@ This file is copied verbatim as ``models_repo/<name>/<version>/model.py`` by
 It runs inside Triton's Python-backend stub with the model's own environment
 (``EXECUTION_ENV_PATH``: numpy < 2 and onnxruntime, or onnxruntime-gpu on GPU
 nodes), so it imports nothing of semforge. Tensors: ``image`` FP32
-``[N, 1, H, W]`` (normalized gray, H and W multiples of 32) -> ``probabilities``
+``[N, 1, H, W]`` (gray in [0, 1]: the normalization is in the graph; H and W multiples of 32) -> ``probabilities``
 FP32 ``[N, C, H, W]``. Requests that arrive together (dynamic batching) and
 share a tile size are run as one batch.
 """

@@ -8,14 +8,17 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidOption
+from ..modality import MODALITIES, Modality
 from ._io import Calibration
-from ._morphometry import measure_instance, particle_columns, shape_dimensions
+from ._morphometry import file_column, measure_instance, particle_columns, shape_dimensions
 from ._separate import SEPARATION_MODES, clean_mask, separate
-from ._shape import classify_shape
+from ._shape import CONFIDENCE_LIMIT, classify_shape
+from ._table import ParticleTable
 
-__all__ = ["MeasureOptions", "ImageResult", "measure_mask", "summarize", "SUMMARY_MEASURES", "MODALITIES"]
+__all__ = ["MeasureOptions", "ImageResult", "measure_mask", "summarize", "classify_particles", "SUMMARY_MEASURES",
+           "MODALITIES"]
 
-MODALITIES = ("se", "stem", "tem", "him")
 SUMMARY_MEASURES = ("area", "perimeter", "ecd", "feret_min", "feret_max", "circularity", "convexity",
                     "solidity", "aspect_ratio")
 
@@ -36,17 +39,19 @@ class MeasureOptions:
     classify: bool = True
 
     def validate(self) -> None:
+        """Raise :class:`~semforge.errors.InvalidOption` (naming the option) for a value out of range."""
         if self.separate not in SEPARATION_MODES:
-            raise ValueError(f"unknown separation mode {self.separate!r}; valid: {', '.join(SEPARATION_MODES)}")
-        if self.modality not in MODALITIES:
-            raise ValueError(f"unknown modality {self.modality!r}; valid: {', '.join(MODALITIES)}")
+            raise InvalidOption(f"unknown separation mode {self.separate!r}; valid: {', '.join(SEPARATION_MODES)}",
+                                field="separation")
+        Modality.parse(self.modality)
         if self.connectivity not in (1, 2):
-            raise ValueError(f"connectivity must be 1 or 2, got {self.connectivity}")
+            raise InvalidOption(f"connectivity must be 1 or 2, got {self.connectivity}", field="connectivity")
         for name in ("min_diameter_nm", "min_area_px", "max_hole_area_px", "min_marker_px"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise InvalidOption(f"{name} must be >= 0, got {getattr(self, name)}", field=name)
         if not 0 < self.convexity_threshold <= 1:
-            raise ValueError(f"convexity_threshold must be in (0, 1], got {self.convexity_threshold}")
+            raise InvalidOption(f"convexity_threshold must be in (0, 1], got {self.convexity_threshold}",
+                                field="convexity_threshold")
 
 
 @dataclass
@@ -67,10 +72,32 @@ class ImageResult:
 
     @property
     def columns(self) -> list[str]:
+        """Column names in the files (with the unit: ``ecd_nm``); rows use :data:`COLUMNS`."""
         return particle_columns(self.unit)
 
     def included(self) -> list[dict[str, Any]]:
         return [p for p in self.particles if not p["excluded"]]
+
+    @property
+    def table(self) -> ParticleTable:
+        return ParticleTable(self.name, self.calibration, self.specimen_rows, self.options.separate, self.particles)
+
+    @classmethod
+    def from_table(cls, table: ParticleTable, labels: np.ndarray, options: MeasureOptions) -> "ImageResult":
+        return cls(name=table.image, labels=labels, particles=table.particles, calibration=table.calibration,
+                   specimen_rows=table.specimen_rows, options=options)
+
+
+def classify_particles(particles: list[dict[str, Any]], *, modality: str, unit: str,
+                       confidence_limit: float = CONFIDENCE_LIMIT) -> dict[str, int]:
+    """Set ``shape``, ``shape_confidence`` and the shape dimensions of every row (in place); counts per shape."""
+    counts: dict[str, int] = {}
+    for row in particles:
+        shape, conf = classify_shape(row, modality=modality, unit=unit, confidence_limit=confidence_limit)
+        row["shape"], row["shape_confidence"] = shape, conf
+        row.update(shape_dimensions(row, shape, unit))
+        counts[shape] = counts.get(shape, 0) + 1
+    return counts
 
 
 def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(None, "none"),
@@ -101,11 +128,11 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
     options.validate()
     m = np.asarray(mask)
     if m.ndim != 2:
-        raise ValueError(f"mask must be 2-D, got shape {m.shape}")
+        raise InvalidOption(f"mask must be 2-D, got shape {m.shape}", field="mask")
     h, w = m.shape
     rows = h if specimen_rows is None else int(specimen_rows)
     if not 0 < rows <= h:
-        raise ValueError(f"specimen_rows must be in 1..{h}, got {specimen_rows}")
+        raise InvalidOption(f"specimen_rows must be in 1..{h}, got {specimen_rows}", field="specimen_rows")
     px = calibration.pixel_size_nm
     unit = calibration.unit
     spec = m[:rows] > 0
@@ -134,17 +161,19 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
         elif (row["bbox_x1_px"] - row["bbox_x0_px"] < options.min_bbox_px
               or row["bbox_y1_px"] - row["bbox_y0_px"] < options.min_bbox_px):
             reason = reason or "too_small"
-        shape, conf = ("unknown", 0.0)
-        if options.classify:
-            shape, conf = classify_shape(row, modality=options.modality, unit=unit)
-        row["shape"] = shape
-        row["shape_confidence"] = conf
-        row.update(shape_dimensions(row, shape, unit))
+        row["shape"] = "unknown"
+        row["shape_confidence"] = 0.0
+        row.update(shape_dimensions(row, "unknown", unit))
         row["excluded"] = bool(reason)
         row["exclude_reason"] = reason
         particles.append(row)
+    if options.classify:
+        classify_particles(particles, modality=options.modality, unit=unit)
     labels = np.zeros((h, w), dtype=np.uint32)
     labels[:rows] = sep.labels
+    drawn = np.bincount(labels.ravel(), minlength=len(particles) + 1)  # labels.tif = area_px - overlap_px (#13)
+    for row in particles:
+        row["overlap_px"] = int(round(row["area"] / ((px or 1.0) ** 2))) - int(drawn[row["id"]])
     return ImageResult(name=image_name, labels=labels, particles=particles, calibration=calibration,
                        specimen_rows=rows, options=options)
 
@@ -163,15 +192,10 @@ def summarize(particles: list[dict[str, Any]], *, unit: str, scope: str = "sampl
     inc = [p for p in particles if not p["excluded"]]
     out = []
     for meas in SUMMARY_MEASURES:
-        if meas == "area":
-            key, u = f"area_{unit}2", f"{unit}^2"
-        elif meas in ("perimeter", "ecd", "feret_min", "feret_max"):
-            key, u = f"{meas}_{unit}", unit
-        else:
-            key, u = meas, "1"
-        v = np.array([p[key] for p in inc], dtype=np.float64)
+        u = f"{unit}^2" if meas == "area" else unit if meas in ("perimeter", "ecd", "feret_min", "feret_max") else "1"
+        v = np.array([p[meas] for p in inc], dtype=np.float64)
         out.append({
-            "scope": scope, "measure": meas, "column": key, "unit": u, "count": int(len(v)),
+            "scope": scope, "measure": meas, "column": file_column(meas, unit), "unit": u, "count": int(len(v)),
             "mean": float(v.mean()) if len(v) else float("nan"),
             "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
             "median": _pct(v, 50), "d10": _pct(v, 10), "d50": _pct(v, 50), "d90": _pct(v, 90),

@@ -13,6 +13,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .. import codec
+from ._morphometry import file_row, particle_columns
+from ._io import write_labels_tiff
 from ._pipeline import ImageResult, summarize
 
 __all__ = ["write_image_outputs", "write_sample_report", "overlay_rgb", "write_particles_csv"]
@@ -26,15 +29,22 @@ def _fmt(v: Any) -> Any:
     return v
 
 
-def write_particles_csv(path: str | os.PathLike, particles: list[dict[str, Any]], columns: list[str]) -> None:
-    """Write a particle table as CSV (columns in contract order, extra columns after)."""
-    extra = sorted({k for p in particles for k in p} - set(columns))
-    cols = list(columns) + extra
+def _file_table(particles: list[dict[str, Any]], unit: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """File columns (contract order, extra columns after) and rows with the unit in the size names."""
+    rows = [file_row(p, unit) for p in particles]
+    columns = particle_columns(unit)
+    extra = sorted({k for r in rows for k in r} - set(columns))
+    return columns + extra, rows
+
+
+def write_particles_csv(path: str | os.PathLike, particles: list[dict[str, Any]], unit: str) -> None:
+    """Write a particle table as CSV: contract columns with the unit (``ecd_nm`` / ``ecd_px``), extras after."""
+    cols, rows = _file_table(particles, unit)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
-        for p in particles:
-            w.writerow([_fmt(p.get(c)) for c in cols])
+        for r in rows:
+            w.writerow([_fmt(r.get(c)) for c in cols])
 
 
 def _palette(n: int, seed: int = 7) -> np.ndarray:
@@ -49,14 +59,15 @@ def overlay_rgb(gray: np.ndarray, labels: np.ndarray, particles: list[dict[str, 
 
     Parameters
     ----------
-    gray : ndarray, shape (H, W), float in [0, 1]
+    gray : ndarray, shape (H, W), float in [0, 1] or uint8
     labels : ndarray, shape (H, W), int
     particles : rows of the particle table (``id``, ``excluded``)
     """
     from scipy import ndimage as ndi
 
-    g = np.clip(np.asarray(gray, dtype=np.float32), 0, 1)
-    base = np.repeat((g * 255).astype(np.uint8)[..., None], 3, axis=2).astype(np.float32)
+    g = np.asarray(gray)
+    g8 = g if g.dtype == np.uint8 else (np.clip(g.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+    base = np.repeat(g8[..., None], 3, axis=2).astype(np.float32)
     n = int(labels.max()) if labels.size else 0
     colors = _palette(n).astype(np.float32)
     excluded = np.zeros(n + 1, dtype=bool)
@@ -73,28 +84,18 @@ def overlay_rgb(gray: np.ndarray, labels: np.ndarray, particles: list[dict[str, 
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(rgb).save(path, optimize=False, compress_level=3)
-
-
 def write_image_outputs(result: ImageResult, gray: np.ndarray, outdir: str | os.PathLike, *,
                         write_labels: bool = True) -> dict[str, str]:
     """Write ``labels.tif`` (unless ``write_labels`` is False), ``particles.csv`` and ``overlay.png`` for one image.
 
     Returns the written paths by name.
     """
-    import tifffile
-
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    if write_labels:
-        n = int(result.labels.max()) if result.labels.size else 0
-        lab = result.labels.astype(np.uint16 if n < 65535 else np.uint32)
-        tifffile.imwrite(out / "labels.tif", lab, compression="zlib")
-    write_particles_csv(out / "particles.csv", result.particles, result.columns)
-    _save_png(out / "overlay.png", overlay_rgb(gray, result.labels, result.particles))
+    if write_labels:  # ImageJ-calibrated (#13)
+        write_labels_tiff(out / "labels.tif", result.labels, result.calibration)
+    write_particles_csv(out / "particles.csv", result.particles, result.unit)
+    codec.write_png(out / "overlay.png", overlay_rgb(gray, result.labels, result.particles))
     return {"labels": str(out / "labels.tif"), "particles": str(out / "particles.csv"),
             "overlay": str(out / "overlay.png")}
 
@@ -107,13 +108,13 @@ def _histograms(particles: list[dict[str, Any]], unit: str, outdir: Path) -> dic
 
     inc = [p for p in particles if not p["excluded"]]
     written = {}
-    for meas, key, label in (("ecd", f"ecd_{unit}", f"equivalent circle diameter ({unit})"),
+    for meas, key, label in (("ecd", "ecd", f"equivalent circle diameter ({unit})"),
                              ("feret", None, f"Feret diameter ({unit})"),
                              ("circularity", "circularity", "circularity"),
                              ("aspect_ratio", "aspect_ratio", "aspect ratio (max/min Feret)")):
         fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=100)
         if meas == "feret":
-            for k, name in ((f"feret_min_{unit}", "min"), (f"feret_max_{unit}", "max")):
+            for k, name in (("feret_min", "min"), ("feret_max", "max")):
                 v = [p[k] for p in inc]
                 if v:
                     ax.hist(v, bins="auto", alpha=0.6, label=name)
@@ -179,9 +180,7 @@ def write_sample_report(results: list[ImageResult], outdir: str | os.PathLike, *
         w.writerow(scols)
         for row in summary:
             w.writerow([_fmt(row[c]) for c in scols])
-    columns = results[0].columns
-    extra = sorted({k for p in allp for k in p} - set(columns))
-    pcols = columns + extra
+    pcols, file_rows = _file_table(allp, unit)
     info = []
     for r in results:
         reasons: dict[str, int] = {}
@@ -199,20 +198,39 @@ def write_sample_report(results: list[ImageResult], outdir: str | os.PathLike, *
     icols = list(info[0].keys())
     _xlsx(out / "report.xlsx", {
         "summary": (scols, ([row[c] for c in scols] for row in summary)),
-        "particles": (pcols, ([p.get(c) for c in pcols] for p in allp)),
+        "particles": (pcols, ([r.get(c) for c in pcols] for r in file_rows)),
         "images": (icols, ([row.get(c) for c in icols] for row in info)),
     })
     calibrated = unit == "nm"
+    shapes = shape_table(allp)
     doc = {"title": title, "unit": unit, "calibrated": calibrated, "images": info, "summary": summary,
-           "particles": allp}
+           "shapes": shapes, "particles": file_rows}
     (out / "report.json").write_text(json.dumps(_nan_to_none(doc), indent=1))
     hists = _histograms(allp, unit, out)
     _write_html(out / "report.html", title=title, unit=unit, info=info, summary=summary, hists=hists,
-                overlays={r.name: out / r.name / "overlay.png" for r in results})
+                overlays={r.name: out / r.name / "overlay.png" for r in results}, shapes=shapes)
     written = {"summary": str(out / "summary.csv"), "xlsx": str(out / "report.xlsx"),
                "json": str(out / "report.json"), "html": str(out / "report.html")}
     written.update({f"hist_{k}": v for k, v in hists.items()})
     return written
+
+
+_SHAPE_DIMS = ("sphere_diameter", "rod_length", "rod_thickness", "edge_length")
+
+
+def shape_table(particles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per shape class: particles, measured (included) ones and the median of each shape-specific dimension
+    over the measured ones (Bals & Epple 2023: edge length, rod length and thickness, sphere diameter)."""
+    out = []
+    for shape in sorted({p.get("shape", "unknown") for p in particles}):
+        rows = [p for p in particles if p.get("shape", "unknown") == shape]
+        inc = [p for p in rows if not p["excluded"]]
+        row: dict[str, Any] = {"shape": shape, "particles": len(rows), "measured": len(inc)}
+        for k in _SHAPE_DIMS:
+            v = [p[k] for p in inc if p.get(k) is not None]
+            row[f"median_{k}"] = float(np.median(v)) if v else float("nan")
+        out.append(row)
+    return out
 
 
 def _nan_to_none(o: Any) -> Any:
@@ -235,7 +253,7 @@ def _img_tag(path: Path, width: int = 480) -> str:
 
 
 def _write_html(path: Path, *, title: str, unit: str, info: list[dict[str, Any]], summary: list[dict[str, Any]],
-                hists: dict[str, str], overlays: dict[str, Path]) -> None:
+                hists: dict[str, str], overlays: dict[str, Path], shapes: list[dict[str, Any]] = ()) -> None:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
              "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
@@ -258,7 +276,17 @@ def _write_html(path: Path, *, title: str, unit: str, info: list[dict[str, Any]]
         vals = [row["measure"], row["unit"], row["count"]] + [
             "" if math.isnan(row[k]) else f"{row[k]:.4g}" for k in ("mean", "sd", "median", "d10", "d50", "d90")]
         parts.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in vals) + "</tr>")
-    parts.append("</table><h2>Histograms</h2>")
+    parts.append("</table>")
+    if shapes:  # shape classes (covered / agglomerate: kept in the table, not measured)
+        parts.append(f"<h2>Shapes</h2><table><tr><th>shape</th><th>particles</th><th>measured</th>"
+                     f"<th>sphere diameter ({unit})</th><th>rod length ({unit})</th><th>rod thickness ({unit})</th>"
+                     f"<th>edge length ({unit})</th></tr>")
+        for row in shapes:
+            vals = [row["shape"], row["particles"], row["measured"]] + [
+                "" if math.isnan(row[f"median_{k}"]) else f"{row[f'median_{k}']:.4g}" for k in _SHAPE_DIMS]
+            parts.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in vals) + "</tr>")
+        parts.append("</table><p>Medians over the measured particles of each class.</p>")
+    parts.append("<h2>Histograms</h2>")
     parts.extend(_img_tag(Path(p), 420) for p in hists.values())
     parts.append("<h2>Overlays</h2><p>Coloured: measured particles; grey: excluded (border, not separable, ...).</p>")
     for name, p in overlays.items():

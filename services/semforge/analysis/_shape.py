@@ -1,4 +1,9 @@
-"""Rule-based shape classes from morphometry (used until a trained CNN classifier ships).
+"""Rule-based shape classes from morphometry: ``rules-v1``, the fallback of the CNN classifier.
+
+The default classifier is the CNN of :mod:`semforge.classification` (crops of
+each particle; it also recognises covered and agglomerated particles); this
+one remains selectable (``CLASSIFY_MODEL=rules-v1``) and is the baseline of
+``docs/classification.md``.
 
 The classes follow Bals & Epple 2023 for SE images (sphere, sphere-like, cube,
 rod) and transmission images (circle, rod, triangle, square, hexagon...). A
@@ -11,6 +16,8 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+from ..modality import Modality
 
 __all__ = ["CONFIDENCE_LIMIT", "classify_shape"]
 
@@ -43,8 +50,8 @@ def classify_shape(row: dict[str, Any], *, modality: str = "se", unit: str = "nm
     ar = row["aspect_ratio"]
     circ = row["circularity"]
     sol = row["solidity"]
-    a = row[f"area_{unit}2"]
-    fmin = row[f"feret_min_{unit}"]
+    a = row["area"]
+    fmin = row["feret_min"]
     # area over squared min Feret: square 1.0, disc pi/4 = 0.785, triangle 0.577
     fill = a / (fmin * fmin) if fmin else 0.0
     scores = {
@@ -53,7 +60,7 @@ def classify_shape(row: dict[str, Any], *, modality: str = "se", unit: str = "nm
         "sphere-like": _ramp(circ, 0.7, 0.78) * (1 - _ramp(ar, 1.45, 1.7)) * _ramp(sol, 0.85, 0.9),
         "cube": _ramp(fill, 0.88, 0.95) * (1 - _ramp(ar, 1.5, 1.6)) * _ramp(sol, 0.9, 0.95),
     }
-    if modality in ("stem", "tem"):
+    if Modality.parse(modality).transmission:
         scores = {
             "circle": scores["sphere"],
             "rod": scores["rod"],

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..modality import Modality
 from ._base import Segmenter, register_segmenter
 
 __all__ = ["ThresholdSegmenter"]
@@ -35,7 +36,7 @@ class ThresholdSegmenter(Segmenter):
         s = ndi.gaussian_filter(g, self.sigma) if self.sigma else g
         if self.background_sigma:
             s = s - ndi.gaussian_filter(s, self.background_sigma)
-        if modality in ("stem", "tem"):
+        if Modality.parse(modality).dark_particles:
             s = -s
         if float(s.max()) <= float(s.min()):
             return np.zeros_like(g)

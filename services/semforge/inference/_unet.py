@@ -15,15 +15,25 @@ from pathlib import Path
 
 import numpy as np
 
+from ..modality import Modality
 from ._base import Segmenter
+from .onnx_graph import legacy_normalize, normalization_in_graph
 from .tiling import combine, predict_tiled
 
 __all__ = ["MODELS_REPO", "model_dir", "load_metadata", "OnnxSegmenter", "TritonSegmenter", "SHIPPED"]
 
-MODELS_REPO = Path(os.environ.get("SEMFORGE_MODELS_REPO", Path(__file__).resolve().parents[3] / "models_repo"))
-# modality -> shipped model name
-SHIPPED = {"se": "semforge_unetpp_se", "him": "semforge_unetpp_se",
-           "stem": "semforge_unetpp_transmission", "tem": "semforge_unetpp_transmission"}
+
+def _default_models_repo() -> Path:
+    """``SEMFORGE_MODELS_REPO`` if set, else the copy installed with the package, else the checkout's ``models_repo/``."""
+    if os.environ.get("SEMFORGE_MODELS_REPO"):
+        return Path(os.environ["SEMFORGE_MODELS_REPO"])
+    installed = Path(__file__).resolve().parents[1] / "models_repo"  # wheel: package data semforge/models_repo
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[3] / "models_repo"
+
+
+MODELS_REPO = _default_models_repo()
+# modality -> shipped model name (dark-particle modalities have their own model)
+SHIPPED = {m.value: "semforge_unetpp_transmission" if m.dark_particles else "semforge_unetpp_se" for m in Modality}
 
 
 def model_dir(name: str, version: int | None = None, repo: str | os.PathLike | None = None) -> Path:
@@ -52,6 +62,8 @@ class _TiledSegmenter(Segmenter):
         self.invert = bool(meta.get("input", {}).get("invert", False))
         self.modality = meta.get("modality", "se")
         self.tile, self.overlap = tile, overlap
+        # the network's input: plain gray when the normalization is in the ONNX graph (onnx_graph.py)
+        self.prepare = (lambda b: b.astype(np.float32)) if normalization_in_graph(meta) else legacy_normalize
 
     def run(self, batch: np.ndarray) -> np.ndarray:  # (N, 1, h, w) gray in [0, 1] -> (N, C, h, w)
         raise NotImplementedError
@@ -83,8 +95,7 @@ class OnnxSegmenter(_TiledSegmenter):
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        x = ((batch - 0.5) / 0.25).astype(np.float32)
-        return self.session.run(None, {self.input_name: x})[0]
+        return self.session.run(None, {self.input_name: self.prepare(batch)})[0]
 
 
 class TritonSegmenter(_TiledSegmenter):
@@ -114,7 +125,7 @@ class TritonSegmenter(_TiledSegmenter):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         tg = self._tg
-        x = ((batch - 0.5) / 0.25).astype(np.float32)
+        x = self.prepare(batch)
         inp = tg.InferInput("image", list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
         res = self.client.infer(self.model, [inp], model_version=self.version,
@@ -143,9 +154,7 @@ class ShippedSegmenter(Segmenter):
             return False
 
     def for_modality(self, modality: str) -> _TiledSegmenter:
-        name = SHIPPED.get(modality)
-        if name is None:
-            raise ValueError(f"unknown modality {modality!r}; use se, him, stem or tem")
+        name = SHIPPED[Modality.parse(modality).value]
         if name not in self._loaded:
             cls = OnnxSegmenter if self.backend == "onnx" else TritonSegmenter
             self._loaded[name] = cls(name, **self.kw)

@@ -7,8 +7,11 @@ Layout of one model::
     models_repo/<name>/<version>/model.onnx, model.py (Python backend), training.json
 
 The Python backend needs numpy < 2 and onnxruntime in the model's environment
-(``EXECUTION_ENV_PATH``); the cluster image ships it as a packed environment, a
-local server points at a virtual environment (``.venv-triton`` from ``make setup``).
+(``EXECUTION_ENV_PATH``, which Triton's python_backend wants inside the model
+directory): the cluster image places a packed environment there, locally
+``<model>/_env`` links a virtual environment (``.venv-triton`` from ``make setup``).
+Usage: ``python -m semforge.inference.triton_repo [REPO]`` rewrites the configs and
+links ``.venv-triton`` (what ``make setup`` runs).
 """
 
 from __future__ import annotations
@@ -21,43 +24,102 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["write_model_config", "install_version", "tritonserver_paths", "TritonProcess", "local_repository"]
+__all__ = ["write_model_config", "install_version", "link_environment", "tritonserver_paths", "TritonProcess",
+           "local_repository", "CLUSTER_ENV", "CPU_ENV"]
 
-_CONFIG = """name: "{name}"
+_CONFIG = """\
+# Triton model configuration of {name} (written by semforge.inference.triton_repo.write_model_config).
+# {what}
+name: "{name}"
 backend: "python"
 max_batch_size: {max_batch}
+
+# image: gray tiles in [0, 1], H and W multiples of 32 (the (x - 0.5) / 0.25 normalization is in model.onnx)
 input [
-  {{ name: "image", data_type: TYPE_FP32, dims: [ 1, -1, -1 ] }}
+  {{
+    name: "image"
+    data_type: TYPE_FP32
+    dims: [ 1, -1, -1 ]
+  }}
 ]
+
+# probabilities: particle{border} per pixel
 output [
-  {{ name: "probabilities", data_type: TYPE_FP32, dims: [ {classes}, -1, -1 ] }}
+  {{
+    name: "probabilities"
+    data_type: TYPE_FP32
+    dims: [ {classes}, -1, -1 ]
+  }}
 ]
-dynamic_batching {{ max_queue_delay_microseconds: 2000 }}
-instance_group [ {{ count: {count}, kind: {kind} }} ]
-parameters: {{ key: "EXECUTION_ENV_PATH", value: {{ string_value: "{env}" }} }}
-parameters: {{ key: "THREADS", value: {{ string_value: "{threads}" }} }}
+
+dynamic_batching {{
+  max_queue_delay_microseconds: 2000
+}}
+
+instance_group [
+  {{
+    count: {count}
+    kind: {kind}
+  }}
+]
+
+# The Python backend's environment (numpy < 2, onnxruntime), inside the model directory as Triton's
+# python_backend requires: {env_note}
+parameters {{
+  key: "EXECUTION_ENV_PATH"
+  value: {{ string_value: "$$TRITON_MODEL_DIRECTORY/{env}" }}
+}}
+
+# ONNX Runtime intra-op threads (0 = ONNX Runtime's default)
+parameters {{
+  key: "THREADS"
+  value: {{ string_value: "{threads}" }}
+}}
 """
 
-# Where the packed model environment lives in the cluster image (see charts/ and docs/DESIGN.md).
-CLUSTER_ENV = "$$TRITON_MODEL_DIRECTORY/../_envs/semforge-onnx-gpu.tar.gz"
+#: the packed environment (conda-pack / venv-pack archive) the cluster image places in each model directory
+CLUSTER_ENV = "semforge-onnx-gpu.tar.gz"
+#: the CPU variant's environment: a directory (or link to one) in the model directory; `make setup` links
+#: ``.venv-triton`` there, :func:`local_repository` links the given environment
+CPU_ENV = "_env"
 
 
-def write_model_config(model_root: str | os.PathLike, name: str, *, classes: int, max_batch: int = 8,
-                       cpu_env: str = "$$TRITON_MODEL_DIRECTORY/../../.venv-triton") -> None:
+def write_model_config(model_root: str | os.PathLike, name: str, *, classes: int, max_batch: int = 8) -> None:
     root = Path(model_root)
     (root / "configs").mkdir(parents=True, exist_ok=True)
-    (root / "config.pbtxt").write_text(_CONFIG.format(name=name, max_batch=max_batch, classes=classes, count=1,
-                                                      kind="KIND_GPU", env=CLUSTER_ENV, threads=0))
-    (root / "configs" / "cpu.pbtxt").write_text(_CONFIG.format(name=name, max_batch=max_batch, classes=classes,
-                                                               count=1, kind="KIND_CPU", env=cpu_env, threads=0))
+    border = " and border" if classes == 2 else ""
+    (root / "config.pbtxt").write_text(_CONFIG.format(
+        name=name, max_batch=max_batch, classes=classes, border=border, count=1, kind="KIND_GPU", threads=0,
+        env=CLUSTER_ENV, what="GPU deployment (the cluster); configs/cpu.pbtxt is the CPU variant.",
+        env_note=f"the cluster image places {CLUSTER_ENV} here."))
+    (root / "configs" / "cpu.pbtxt").write_text(_CONFIG.format(
+        name=name, max_batch=max_batch, classes=classes, border=border, count=1, kind="KIND_CPU", threads=0,
+        env=CPU_ENV, what="CPU variant (tests, laptops): tritonserver --model-config-name=cpu.",
+        env_note=f"{CPU_ENV}/ is a link to a virtual environment (make setup: .venv-triton)."))
+
+
+def link_environment(model_dir: str | os.PathLike, env_path: str | os.PathLike) -> Path:
+    """Make ``<model_dir>/_env`` point at ``env_path`` (the CPU config's EXECUTION_ENV_PATH)."""
+    link = Path(model_dir) / CPU_ENV
+    if link.is_symlink() or link.exists():
+        if link.is_symlink() and Path(os.readlink(link)) == Path(env_path):
+            return link
+        link.unlink()
+    link.symlink_to(Path(env_path).resolve(), target_is_directory=True)
+    return link
 
 
 def install_version(model_root: str | os.PathLike) -> None:
-    """Copy the Python-backend ``model.py`` into every version folder of a model."""
+    """Copy the Python-backend ``model.py`` into every version folder of a model and bake the input
+    normalization into its ``model.onnx`` (idempotent)."""
+    from .onnx_graph import bake_normalization
+
     src = Path(__file__).with_name("triton_backend.py")
     for v in Path(model_root).iterdir():
         if v.is_dir() and v.name.isdigit():
             shutil.copyfile(src, v / "model.py")
+            if (v / "model.onnx").exists():
+                bake_normalization(v)
 
 
 def tritonserver_paths() -> dict:
@@ -82,18 +144,14 @@ def tritonserver_paths() -> dict:
 
 def local_repository(src: str | os.PathLike, dst: str | os.PathLike, env_path: str | os.PathLike,
                      models: list[str] | None = None) -> Path:
-    """Copy models from ``src`` into ``dst`` with the CPU config pointing at ``env_path`` (a venv)."""
+    """Copy models from ``src`` into ``dst``, each with ``_env`` linked to ``env_path`` (a venv) for the CPU
+    config; the committed configs are used unchanged."""
     src, dst = Path(src), Path(dst)
     for m in sorted(p for p in src.iterdir() if (p / "config.pbtxt").exists()):
         if models and m.name not in models:
             continue
-        shutil.copytree(m, dst / m.name, dirs_exist_ok=True)
-        cpu = dst / m.name / "configs" / "cpu.pbtxt"
-        text = cpu.read_text()
-        start = text.index('key: "EXECUTION_ENV_PATH"')
-        a = text.index('string_value: "', start) + len('string_value: "')
-        b = text.index('"', a)
-        cpu.write_text(text[:a] + str(Path(env_path).resolve()) + text[b:])
+        shutil.copytree(m, dst / m.name, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CPU_ENV))
+        link_environment(dst / m.name, env_path)
     return dst
 
 
@@ -164,3 +222,29 @@ class TritonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _setup_repository(repo: Path) -> None:
+    """Rewrite every model's configs, install model.py + baked normalization, link .venv-triton as _env."""
+    import json
+
+    env = repo.parent / ".venv-triton"
+    for m in sorted(p for p in repo.iterdir() if (p / "config.pbtxt").exists()):
+        versions = sorted((v for v in m.iterdir() if v.is_dir() and v.name.isdigit()), key=lambda v: int(v.name))
+        meta = json.loads((versions[-1] / "training.json").read_text()) if versions else {}
+        if str(meta.get("format", "")).startswith("semforge.classifier"):  # crops in, no gray normalization
+            from ..classification.train import write_triton_model
+
+            write_triton_model(m, m.name, classes=len(meta["classes"]), size=int(meta["input"]["size"]))
+        else:
+            write_model_config(m, m.name, classes=len(meta.get("outputs", ["particle", "border"])))
+            install_version(m)
+        if env.is_dir():
+            link_environment(m, env)
+        print(f"{m}: configs written, normalization in graph" + (", _env -> .venv-triton" if env.is_dir() else ""))
+
+
+if __name__ == "__main__":
+    from . import MODELS_REPO
+
+    _setup_repository(Path(sys.argv[1]) if len(sys.argv) > 1 else MODELS_REPO)

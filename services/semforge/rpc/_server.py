@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ._config import ServiceConfig
+from ._limits import StreamLimiter
 
 __all__ = ["RunningServer", "build_server", "serve_forever", "configure_logging", "run_service"]
 
@@ -30,7 +31,7 @@ class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
                "msg": record.getMessage()}
-        for k in ("service", "method", "code", "ms", "job_id"):
+        for k in ("service", "method", "code", "ms", "job_id", "audit", "user", "tenant", "role", "peer", "object"):
             if hasattr(record, k):
                 doc[k] = getattr(record, k)
         if record.exc_info:
@@ -126,6 +127,7 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     service_names: list[str]
+    limiter: StreamLimiter | None = None
     _stop_event: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -162,9 +164,16 @@ def build_server(name: str, register: Callable[[grpc.Server], Iterable[str]], cf
         whenever it returns False again) health reports NOT_SERVING.
     """
     max_bytes = cfg.max_message_mb * 1024 * 1024
+    interceptors: list = []
+    if cfg.auth != "none":  # outermost: nothing runs for a caller without an identity
+        from ..security import AuthInterceptor
+
+        interceptors.append(AuthInterceptor(name, cfg.auth_settings()))
+    limiter = StreamLimiter(name, max_streams=cfg.stream_cap, max_per_client=cfg.max_streams_per_client)
+    interceptors += [limiter, _ObservingInterceptor(name)]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix=f"{name}-rpc"),
-        interceptors=[_ObservingInterceptor(name)],
+        interceptors=interceptors,
         options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes),
                  ("grpc.so_reuseport", 0)],
     )
@@ -172,11 +181,21 @@ def build_server(name: str, register: Callable[[grpc.Server], Iterable[str]], cf
     hs = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     reflection.enable_server_reflection(names + [reflection.SERVICE_NAME, health.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    if cfg.tls_cert:
+        from ..security import read_pem
+
+        creds = grpc.ssl_server_credentials([(read_pem(cfg.tls_key), read_pem(cfg.tls_cert))],
+                                            root_certificates=read_pem(cfg.tls_ca), require_client_auth=bool(cfg.tls_ca))
+        port = server.add_secure_port(f"{cfg.host}:{cfg.port}", creds)
+    else:
+        port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
     if port == 0:
         raise SystemExit(f"{name}: could not bind {cfg.host}:{cfg.port} (port in use?)")
     server.start()
-    rs = RunningServer(name, server, port, hs, names)
+    rs = RunningServer(name, server, port, hs, names, limiter=limiter)
+    # liveness (Kubernetes gRPC liveness probe, service "liveness"): SERVING while the process serves, even when a
+    # dependency is down (readiness, service "", says that) so a store outage does not restart every pod
+    hs.set("liveness", health_pb2.HealthCheckResponse.SERVING)
     if ready_check is None:
         rs.set_serving(True)
     else:
@@ -198,7 +217,12 @@ def build_server(name: str, register: Callable[[grpc.Server], Iterable[str]], cf
         threading.Thread(target=poll, name=f"{name}-health", daemon=True).start()
     if cfg.metrics_port:
         start_metrics(cfg.metrics_port, cfg.host)
-    log.info("%s listening on %s:%d", name, cfg.host, port, extra={"service": name})
+    log.info("%s listening on %s:%d (auth %s%s, %d threads, at most %d streams)", name, cfg.host, port, cfg.auth,
+             ", mTLS" if cfg.tls_ca else (", TLS" if cfg.tls_cert else ""), cfg.workers, cfg.stream_cap,
+             extra={"service": name})
+    if cfg.auth == "none" and cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("%s: authentication is off (SEMFORGE_AUTH=none) on %s; see docs/security.md", name, cfg.host,
+                    extra={"service": name})
     return rs
 
 

@@ -53,14 +53,16 @@ class AdaptConfig:
     threads: int = 1
 
     def validate(self) -> None:
+        from ..errors import UserInputError
+
         if not self.images:
-            raise ValueError("no images to adapt to")
+            raise UserInputError("no images to adapt to")
         if self.modality not in ("se", "him", "stem", "tem"):
-            raise ValueError(f"unknown modality {self.modality!r}; use se, him, stem or tem")
+            raise UserInputError(f"unknown modality {self.modality!r}; use se, him, stem or tem")
         if not 0 <= self.low < self.threshold < self.high <= 1:
-            raise ValueError("need 0 <= low < threshold < high <= 1")
+            raise UserInputError("need 0 <= low < threshold < high <= 1")
         if self.steps < 1 or self.batch < 1 or self.patch % 32 or self.patch < 64:
-            raise ValueError("steps and batch must be >= 1, patch a multiple of 32 and >= 64")
+            raise UserInputError("steps and batch must be >= 1, patch a multiple of 32 and >= 64")
 
     @property
     def dark(self) -> bool:
@@ -185,6 +187,7 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
     import torch.nn.functional as F
 
     from ..analysis import detect_databar, load_image, to_gray_float
+    from ..errors import UserInputError
     from ..inference import SHIPPED, OnnxSegmenter, model_dir
     from .model import ModelConfig, export_onnx, normalize
 
@@ -198,7 +201,7 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
     base = Path(cfg.base) if cfg.base else model_dir(SHIPPED[cfg.modality])
     meta = json.loads((base / "training.json").read_text())
     if meta.get("outputs") != ["particle", "border"]:
-        raise ValueError(f"{base}: adaptation needs a particle + border model, got outputs {meta.get('outputs')}")
+        raise UserInputError(f"{base}: adaptation needs a particle + border model, got outputs {meta.get('outputs')}")
     mcfg = ModelConfig(**meta["config"]["model"])
     seg = OnnxSegmenter(base.parent.name, version=int(base.name), repo=base.parent.parent, threads=cfg.threads)
     data = []
@@ -213,7 +216,7 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
             y, w = pseudo_labels(probs, cfg, img.calibration.pixel_size_nm, gray)
         x = (1 - gray if cfg.dark else gray)[: y.shape[1]]  # the network sees dark particles inverted
         if min(x.shape) < cfg.patch:
-            raise ValueError(f"{p}: image smaller than the training crop ({cfg.patch} px)")
+            raise UserInputError(f"{p}: image smaller than the training crop ({cfg.patch} px)")
         data.append((x, y, w))
     t_data = time.perf_counter() - t0
     net = torch_from_onnx(base / "model.onnx", mcfg)
@@ -244,7 +247,8 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
                       "elapsed_s": round(time.perf_counter() - t0, 1)})
     net.eval()
     export_onnx(net, out / "model.onnx")
-    record = dict(meta)
+    record = json.loads(json.dumps(meta))
+    record.setdefault("input", {})["normalization_in_graph"] = False  # exported plain; baked below
     record.update({
         "adaptation": {"route": "self-training on confident pseudo-labels", "base": str(base),
                        "base_record": meta.get("config"), "images": [str(p) for p in cfg.images],
@@ -255,6 +259,12 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
                        "human_masks_used": bool(cfg.reference_masks)},
         "onnx_bytes": (out / "model.onnx").stat().st_size,
     })
+    (out / "training.json").write_text(json.dumps(record, indent=1))
+    from ..inference.onnx_graph import bake_normalization
+
+    bake_normalization(out)  # the served file takes the plain gray image, as every shipped model
+    record = json.loads((out / "training.json").read_text())
+    record["onnx_bytes"] = (out / "model.onnx").stat().st_size
     (out / "training.json").write_text(json.dumps(record, indent=1))
     return record
 
@@ -278,6 +288,7 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
     """
     import shutil
 
+    from ..errors import UserInputError
     from ..inference import SHIPPED, model_dir
 
     src = Path(images)
@@ -287,10 +298,10 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {src}")
     if folds == 1 or folds < 0 or folds > len(paths):
-        raise ValueError(f"--folds must be 0 or 2..{len(paths)}, got {folds}")
+        raise UserInputError(f"--folds must be 0 or 2..{len(paths)}, got {folds}", field="folds")
     base_dir = Path(base) if base else model_dir(SHIPPED[modality]) if modality in SHIPPED else None
     if base_dir is None:
-        raise ValueError(f"unknown modality {modality!r}; use se, him, stem or tem")
+        raise UserInputError(f"unknown modality {modality!r}; use se, him, stem or tem", field="modality")
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
     # servable by Triton like the base: its configs (renamed) and, per version, its model.py
@@ -321,45 +332,3 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
         (dest / "folds.json").write_text(json.dumps({"key": dest.name, "modality": modality, "versions": versions},
                                                     indent=1))
     return {"out": str(dest), "versions": versions}
-
-
-def add_parser(sub) -> None:
-    """The ``adapt`` sub-command (``semforge adapt --help``)."""
-    a = sub.add_parser("adapt", help="adapt the shipped segmenter to an instrument from unlabeled images "
-                                     "(self-training on confident pseudo-labels) -> a new model version")
-    a.add_argument("--images", required=True, help="folder of unlabeled images of the instrument")
-    a.add_argument("--modality", required=True, choices=["se", "him", "stem", "tem"])
-    a.add_argument("--out", required=True, help="model folder (Triton layout); the result is its next version")
-    a.add_argument("--base", default="", help="model version folder to start from (default: the shipped model)")
-    a.add_argument("--folds", type=int, default=0, help="k >= 2: k versions for cross-validation (folds.json)")
-    a.add_argument("--steps", type=int, default=200)
-    a.add_argument("--batch", type=int, default=4)
-    a.add_argument("--patch", type=int, default=192)
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--threads", type=int, default=1)
-    a.add_argument("--full", action="store_true", help="fine-tune the encoder too (default: decoder only)")
-    a.add_argument("--threshold", type=float, default=0.5, help="pseudo-labels: particle threshold (default 0.5)")
-    a.add_argument("--watershed-h", type=float, default=0.5, help="pseudo-labels: watershed h (default 0.5)")
-    a.add_argument("--offset-px", type=int, default=0, choices=[-1, 0, 1],
-                   help="pseudo-labels: grow (+1) / shrink (-1) outlines by a pixel (default 0)")
-    a.add_argument("--min-contrast", type=float, default=0.0,
-                   help="pseudo-labels: drop objects with less contrast to their surrounding (default 0: off)")
-    a.add_argument("--reference-masks", default="", help="REFERENCE ONLY (never ship): learn these human masks "
-                   "(NAME_m.tif) instead of pseudo-labels, to measure the headroom of the same fine-tuning")
-    a.add_argument("--quiet", action="store_true")
-    a.set_defaults(func=_cmd_adapt)
-
-
-def _cmd_adapt(args) -> int:
-    import sys
-
-    say = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    res = adapt_command(args.images, args.modality, args.out, folds=args.folds, base=args.base, steps=args.steps,
-                        batch=args.batch, patch=args.patch, seed=args.seed, threads=args.threads,
-                        freeze_encoder=not args.full, progress=say,
-                        pseudo={"threshold": args.threshold, "watershed_h": args.watershed_h,
-                                "offset_px": args.offset_px, "min_contrast": args.min_contrast},
-                        reference_masks=args.reference_masks)
-    for v, seen in res["versions"].items():
-        print(f"{res['out']}/{v}: adapted on {len(seen)} images")
-    return 0

@@ -21,8 +21,8 @@ import numpy as np
 import tifffile
 from skimage.measure import label
 
-from ..analysis import (MeasureOptions, average_precision, detect_databar, load_image, match_instances,
-                        measure_mask, pixel_metrics, rand_error, to_gray_float)
+from ..analysis import MeasureOptions, average_precision, match_instances, measure_mask, pixel_metrics, rand_error
+from ..pipeline import AnalysisOptions, LocalStages
 
 __all__ = ["evaluate_segmenter", "format_markdown"]
 
@@ -50,22 +50,24 @@ def evaluate_segmenter(segmenter, images: str | Path, masks: str | Path, *, moda
     ap_rows = None
     pred_ecd, true_ecd, pred_n, true_n = [], [], 0, 0
     seg_t = []
+    stages = LocalStages(segmenter)
+    opts = AnalysisOptions(MeasureOptions(separate=separate, modality=modality, classify=False))
     for i, ip in enumerate(paths):
         cands = [masks / f"{ip.stem}_m{ip.suffix}", masks / f"{ip.stem}{ip.suffix}", masks / f"{ip.stem}_m.tif",
                  masks / f"{ip.stem}.png"]
         mp = next((c for c in cands if c.exists()), None)
         if mp is None:
             raise FileNotFoundError(f"no mask for {ip.name} in {masks} (tried {', '.join(c.name for c in cands)})")
-        img = load_image(ip)
-        rows = detect_databar(img.pixels)
-        gray = to_gray_float(img.pixels)[:rows]
+        # the analysis's own stages: decode + data bar (auto) + calibration, segment, separate + measure
+        prep = stages.prepare(ip, ip.stem, opts)
+        rows = prep.specimen_rows
         truth = _truth(mp, rows)
         t0 = time.perf_counter()
-        prob = segmenter.predict(gray, modality=modality)
+        mask = stages.segment(prep, opts)
         seg_t.append(time.perf_counter() - t0)
-        opts = MeasureOptions(separate=separate, modality=modality, classify=False)
-        res = measure_mask(prob >= 0.5, calibration=img.calibration, options=opts)
-        pred = res.labels[:rows].astype(np.int64)
+        measured = stages.measure(prep, mask, opts)
+        res = measured.table
+        pred = measured.labels[:rows].astype(np.int64)
         pm = pixel_metrics(pred > 0, truth > 0)
         p, t = pred > 0, truth > 0
         acc["inter"] += float((p & t).sum())
@@ -77,11 +79,10 @@ def evaluate_segmenter(segmenter, images: str | Path, masks: str | Path, *, moda
         ap = average_precision(pred, truth)
         rows_ap = np.array([r[1:] for r in ap["per_threshold"]], float)
         ap_rows = rows_ap if ap_rows is None else ap_rows + rows_ap
-        hres = measure_mask(truth > 0, calibration=img.calibration, options=MeasureOptions(separate="none", classify=False))
+        hres = measure_mask(truth > 0, calibration=prep.calibration, options=MeasureOptions(separate="none", classify=False))
         inc_p, inc_t = res.included(), hres.included()
-        unit = res.unit
-        pred_ecd += [q[f"ecd_{unit}"] for q in inc_p]
-        true_ecd += [q[f"ecd_{hres.unit}"] for q in inc_t]
+        pred_ecd += [q["ecd"] for q in inc_p]
+        true_ecd += [q["ecd"] for q in inc_t]
         pred_n += len(inc_p)
         true_n += len(inc_t)
         m = match_instances(pred, truth)

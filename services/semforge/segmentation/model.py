@@ -37,7 +37,9 @@ class ModelConfig:
 
 
 def normalize(gray):
-    return (gray - 0.5) / 0.25
+    from ..inference.onnx_graph import MEAN, STD  # the same constants the exported graph carries
+
+    return (gray - MEAN) / STD
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

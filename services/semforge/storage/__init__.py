@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 
-from ._base import (BLOB_PREFIX, InvalidKey, ObjectInfo, ObjectNotFound, ObjectStore, StorageError,
-                    StorageUnavailable, blob_key, validate_key)
+from ._base import (BLOB_PREFIX, InvalidKey, ObjectCorrupt, ObjectInfo, ObjectNotFound, ObjectStore, StorageError,
+                    StorageFull, StorageUnavailable, blob_key, key_segment, validate_key)
 from ._local import LocalStore
 
 __all__ = [
-    "BLOB_PREFIX", "InvalidKey", "LocalStore", "MinioStore", "ObjectInfo", "ObjectNotFound", "ObjectStore",
-    "StorageError", "StorageUnavailable", "blob_key", "open_store", "validate_key",
+    "BLOB_PREFIX", "InvalidKey", "LocalStore", "MinioStore", "ObjectCorrupt", "ObjectInfo", "ObjectNotFound",
+    "ObjectStore", "StorageError", "StorageFull", "StorageUnavailable", "blob_key", "key_segment", "open_store", "validate_key",
 ]
 
 

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from ._base import ObjectInfo, ObjectNotFound, ObjectStore, StorageUnavailable, validate_key
+from ._base import ObjectInfo, ObjectNotFound, ObjectStore, StorageUnavailable, raise_os_error, validate_key
 
 
 class LocalStore(ObjectStore):
@@ -42,13 +43,36 @@ class LocalStore(ObjectStore):
     def _put_file(self, key: str, path: str, size: int) -> None:
         dest = self._path(key)
         self._check()
+        tmp = None
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if Path(path).parent == self.root / ".tmp":
+                os.replace(path, dest)  # the spool file is already on this volume: rename, no copy
+                return
+            tmp = self.root / ".tmp" / (dest.name + f".{os.getpid()}.{id(path)}")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            if tmp is not None and tmp.exists():
+                tmp.unlink()  # never leave a half-copied file behind
+            raise_os_error(exc, f"storing {key}")
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        dest = self._path(key)
+        self._check()
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if Path(path).parent == self.root / ".tmp":
-            os.replace(path, dest)  # the spool file is already on this volume: rename, no copy
-            return
-        tmp = self.root / ".tmp" / (dest.name + f".{os.getpid()}.{id(path)}")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, dest)
+        fd, tmp = tempfile.mkstemp(prefix="create-", dir=self.root / ".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.link(tmp, dest)  # atomic and fails if dest exists: complete content or nothing, one winner
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise_os_error(exc, f"storing {key}")
+        finally:
+            os.unlink(tmp)
 
     def open(self, key: str) -> BinaryIO:
         p = self._path(key)

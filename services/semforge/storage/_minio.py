@@ -7,9 +7,11 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from ._base import ObjectInfo, ObjectNotFound, ObjectStore, StorageError, StorageUnavailable, validate_key
+from ._base import (ObjectInfo, ObjectNotFound, ObjectStore, StorageError, StorageFull, StorageUnavailable,
+                    validate_key)
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
+_FULL = {"InsufficientStorage", "XMinioStorageFull", "QuotaExceeded", "XMinioAdminBucketQuotaExceeded"}
 
 
 class MinioStore(ObjectStore):
@@ -44,7 +46,19 @@ class MinioStore(ObjectStore):
         except S3Error as exc:
             if exc.code in _NOT_FOUND:
                 raise ObjectNotFound(f"no object {args[1] if len(args) > 1 else ''!r}") from None
-            raise StorageError(f"S3 error {exc.code}: {exc.message}") from exc
+            if exc.code in _FULL:
+                raise StorageFull(f"object store at {self.endpoint} is full ({exc.code}); free space and retry") from exc
+            # every other S3 error (throttling, internal errors, refused credentials) is the store's state, not the
+            # request's fault: UNAVAILABLE, retried by jobs, and health reports NOT_SERVING through ping()
+            raise StorageUnavailable(f"object store at {self.endpoint} answered {exc.code}: {exc.message}") from exc
+        except InvalidResponseError as exc:  # servers that answer errors as text/xml (rclone) land here
+            if "code: 404" in str(exc):
+                raise ObjectNotFound(f"no object {args[1] if len(args) > 1 else ''!r}") from None
+            if "code: 412" in str(exc):  # a conditional write lost (put_if_absent)
+                raise StorageError(f"object store at {self.endpoint} answered PreconditionFailed (412)") from exc
+            if "507" in str(exc) or "InsufficientStorage" in str(exc):
+                raise StorageFull(f"object store at {self.endpoint} is full; free space and retry") from exc
+            raise StorageUnavailable(f"object store at {self.endpoint} answered oddly: {str(exc)[:200]}") from exc
         except (urllib3.exceptions.HTTPError, ConnectionError, OSError, ServerError) as exc:
             raise StorageUnavailable(f"object store at {self.endpoint} is unavailable ({type(exc).__name__})") from exc
 
@@ -67,6 +81,20 @@ class MinioStore(ObjectStore):
         with open(path, "rb") as fh:
             self._call(self.client.put_object, self.bucket, key, fh, size, part_size=16 << 20)
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Conditional PUT (``If-None-Match: *``): atomic on servers that honour it (AWS S3, MinIO)."""
+        validate_key(key)
+        if self.exists(key):
+            return False
+        try:
+            self._call(self.client._put_object, self.bucket, key, data,
+                       headers={"If-None-Match": "*", "Content-Type": "application/octet-stream"})
+        except StorageError as exc:
+            if "PreconditionFailed" in str(exc) or "ConditionalRequestConflict" in str(exc):
+                return False
+            raise
+        return True
+
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)
         try:
@@ -88,7 +116,7 @@ class MinioStore(ObjectStore):
             resp.release_conn()
         return io.BytesIO(data)
 
-    def iter_chunks(self, key: str, chunk: int = 1 << 20):
+    def _iter_raw(self, key: str, chunk: int = 1 << 20):
         self.stat(key)
         resp = self._call(self.client.get_object, self.bucket, key)
         try:

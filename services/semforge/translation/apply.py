@@ -23,7 +23,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from .content_check import CheckThresholds, content_check, rejection_by_shape
+from .content_check import CheckThresholds, check_translated, rejection_by_shape
 from .train import translate
 
 __all__ = ["translate_scenes", "translate_dataset", "find_scenes", "check_scene_images", "summarize_checks"]
@@ -56,8 +56,7 @@ def translate_scenes(generator, scenes: list[Path], out: str | os.PathLike, *, s
         info = json.loads((sc / "scene.json").read_text())
         shapes = {p["id"]: p["shape"] for p in info["particles"]}
         img = translate(generator, height)
-        prob = segmenter.predict(img, modality="se")
-        check = content_check(prob, ids, thresholds, shapes=shapes)
+        check = check_translated(segmenter, img, ids, thresholds, shapes=shapes)
         check["scene"] = f"{sc.parent.name}/{sc.name}"
         dest = out / sc.parent.name / sc.name if check["accepted"] else out / "rejected" / sc.parent.name / sc.name
         dest.mkdir(parents=True, exist_ok=True)
@@ -107,7 +106,7 @@ def check_scene_images(scenes: list[Path], image_file: str = "se.png", *, segmen
         img = to_gray_float(np.asarray(load_image(sc / image_file).pixels))
         ids = tifffile.imread(sc / "instances.tif").astype(np.int32)
         info = json.loads((sc / "scene.json").read_text())
-        c = content_check(segmenter.predict(img, modality="se"), ids, thresholds,
+        c = check_translated(segmenter, img, ids, thresholds,
                           shapes={p["id"]: p["shape"] for p in info["particles"]})
         c["scene"] = f"{sc.parent.name}/{sc.name}"
         checks.append(c)
@@ -179,7 +178,7 @@ def translate_dataset(generator, store, dataset: str, out_dataset: str, *, segme
             except (ValueError, tifffile.TiffFileError) as exc:
                 raise ValueError(f"{src} is not a readable rendered scene: {exc}") from None
             img = translate(generator, height)
-            check = content_check(segmenter.predict(img, modality="se"), ids, thresholds,
+            check = check_translated(segmenter, img, ids, thresholds,
                                   shapes={p["id"]: p["shape"] for p in info.get("particles", [])})
             check["scene"] = f"{dataset}/{name}"
             dest = f"{opre}{name}/" if check["accepted"] else f"{opre}rejected/{name}/"

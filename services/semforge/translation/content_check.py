@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label
 
-__all__ = ["CheckThresholds", "content_check", "rejection_by_shape"]
+__all__ = ["CheckThresholds", "content_check", "check_translated", "rejection_by_shape"]
 
 
 @dataclass
@@ -70,8 +70,10 @@ def content_check(pred_prob: np.ndarray, instances: np.ndarray, thresholds: Chec
     t = thresholds
     if t.separation not in SEPARATION_MODES:
         raise ValueError(f"unknown separation {t.separation!r}; valid: {', '.join(SEPARATION_MODES)}")
+    from ..inference import foreground
+
     ids = np.asarray(instances).astype(np.int64)
-    pred = np.asarray(pred_prob) >= 0.5
+    pred = foreground(pred_prob)
     if pred.shape != ids.shape:
         raise ValueError(f"translated image {pred.shape} and source mask {ids.shape} differ in size")
     fg = ids > 0
@@ -122,6 +124,20 @@ def content_check(pred_prob: np.ndarray, instances: np.ndarray, thresholds: Chec
             d["failed"] += k in lost or k in split
         out["by_shape"] = per
     return out
+
+
+def check_translated(segmenter, image: np.ndarray, instances: np.ndarray,
+                     thresholds: CheckThresholds = CheckThresholds(), shapes: dict[int, str] | None = None) -> dict:
+    """:func:`content_check` of a translated (SE-like, no data bar) image segmented by the pipeline's own
+    segment stage, as the analysis would segment it."""
+    from ..analysis import Calibration, MeasureOptions
+    from ..pipeline import AnalysisOptions, LocalStages, Prepared
+
+    g = np.asarray(image, dtype=np.float32)
+    prep = Prepared(name="translated", calibration=Calibration(None, "none"), specimen_rows=g.shape[0],
+                    height=g.shape[0], width=g.shape[1], gray=g)
+    mask = LocalStages(segmenter).segment(prep, AnalysisOptions(MeasureOptions(modality="se")))
+    return content_check(mask, instances, thresholds, shapes=shapes)
 
 
 def rejection_by_shape(checks: list[dict]) -> dict:

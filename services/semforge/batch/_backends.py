@@ -1,0 +1,166 @@
+"""Where shards run: local worker processes, or an Indexed Kubernetes Job (built with the kubernetes client)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Callable
+
+from ..errors import UserInputError
+from ..storage import ObjectStore
+from ._manifest import batch_status, cancel_batch
+
+__all__ = ["LocalWorkers", "KubernetesJobs", "build_indexed_job"]
+
+Progress = Callable[[dict], None]
+
+
+def _wait(store: ObjectStore, batch_id: str, alive: Callable[[], bool], progress: Progress | None,
+          poll_s: float) -> dict:
+    last = None
+    while True:
+        running = alive()
+        st = batch_status(store, batch_id)
+        if progress and st["done"] != last:
+            progress(st)
+            last = st["done"]
+        if not running:
+            return st
+        time.sleep(poll_s)
+
+
+class LocalWorkers:
+    """Shards as local worker processes (``python -m semforge.batch worker``), at most ``workers`` at a time.
+
+    ``store_url`` must be one the worker processes can open (a directory, or ``s3://`` with ``S3_*`` set).
+    """
+
+    def __init__(self, store_url: str, *, workers: int = 1, env: dict | None = None, poll_s: float = 0.5):
+        if workers < 1:
+            raise UserInputError(f"workers must be >= 1, got {workers}", field="workers")
+        self.store_url, self.workers, self.poll_s = store_url, workers, poll_s
+        self.env = {**os.environ, **(env or {})}
+
+    def _command(self, batch_id: str, shard: int) -> list[str]:
+        return [sys.executable, "-m", "semforge.batch", "worker", "--store", self.store_url, "--batch", batch_id,
+                "--shard", str(shard), "--quiet"]
+
+    def run(self, store: ObjectStore, manifest: dict, *, progress: Progress | None = None) -> dict:
+        """Run every shard; returns the final status with ``failed_shards`` (shard -> exit code)."""
+        pending = list(range(len(manifest["shards"])))
+        running: dict[int, subprocess.Popen] = {}
+        failed: dict[int, int] = {}
+
+        def alive() -> bool:
+            for s, p in list(running.items()):
+                if p.poll() is not None:
+                    del running[s]
+                    if p.returncode != 0:
+                        failed[s] = p.returncode
+            while pending and len(running) < self.workers:
+                s = pending.pop(0)
+                running[s] = subprocess.Popen(self._command(manifest["id"], s), env=self.env)
+            return bool(running)
+
+        try:
+            st = _wait(store, manifest["id"], alive, progress, self.poll_s)
+        except BaseException:
+            for p in running.values():
+                p.terminate()
+            raise
+        return {**st, "failed_shards": failed}
+
+
+def build_indexed_job(manifest: dict, *, image: str, env: list[dict] | None = None, name: str | None = None,
+                      parallelism: int | None = None, resources: dict | None = None,
+                      node_selector: dict | None = None, tolerations: list[dict] | None = None,
+                      backoff_limit: int = 3, ttl_seconds_after_finished: int = 86400, labels: dict | None = None,
+                      image_pull_policy: str = "IfNotPresent"):
+    """The Indexed Job of a batch as a ``kubernetes.client.V1Job``: one completion per shard, each pod running
+    ``semforge worker --batch ID`` (the shard is ``JOB_COMPLETION_INDEX``), non-root, read-only root, /tmp emptyDir.
+
+    ``env``: the store settings of the worker (``SEMFORGE_STORE``, ``S3_*``; dicts in the Kubernetes
+    EnvVar form, so credentials can come from a Secret).
+    """
+    from kubernetes import client as k
+
+    shards = len(manifest["shards"])
+    job_name = name or f"semforge-batch-{manifest['id'][:12]}"
+    lab = {"app.kubernetes.io/name": "semforge", "app.kubernetes.io/component": "batch-worker",
+           "app.kubernetes.io/part-of": "semforge", "semforge.io/batch": manifest["id"][:63], **(labels or {})}
+    res = resources or {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+    envs = [k.V1EnvVar(name="HOME", value="/tmp"), k.V1EnvVar(name="MPLCONFIGDIR", value="/tmp/matplotlib")]
+    for e in env or []:
+        if "valueFrom" in e:
+            ref = e["valueFrom"]["secretKeyRef"]
+            envs.append(k.V1EnvVar(name=e["name"], value_from=k.V1EnvVarSource(
+                secret_key_ref=k.V1SecretKeySelector(name=ref["name"], key=ref["key"]))))
+        else:
+            envs.append(k.V1EnvVar(name=e["name"], value=str(e["value"])))
+    container = k.V1Container(
+        name="worker", image=image, image_pull_policy=image_pull_policy, command=["semforge", "worker", "--batch", manifest["id"]], env=envs,
+        resources=k.V1ResourceRequirements(requests=res["requests"], limits=res["limits"]),
+        security_context=k.V1SecurityContext(allow_privilege_escalation=False, read_only_root_filesystem=True,
+                                             capabilities=k.V1Capabilities(drop=["ALL"])),
+        volume_mounts=[k.V1VolumeMount(name="tmp", mount_path="/tmp")])
+    pod = k.V1PodSpec(
+        restart_policy="Never", automount_service_account_token=False, containers=[container],
+        security_context=k.V1PodSecurityContext(run_as_non_root=True, run_as_user=10001, run_as_group=10001,
+                                                seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault")),
+        node_selector=node_selector or None,
+        tolerations=[k.V1Toleration(**t) for t in tolerations] if tolerations else None,
+        volumes=[k.V1Volume(name="tmp", empty_dir=k.V1EmptyDirVolumeSource(size_limit="2Gi"))])
+    return k.V1Job(
+        api_version="batch/v1", kind="Job", metadata=k.V1ObjectMeta(name=job_name, labels=lab),
+        spec=k.V1JobSpec(completion_mode="Indexed", completions=shards, parallelism=min(parallelism or shards, shards),
+                         backoff_limit=backoff_limit, ttl_seconds_after_finished=ttl_seconds_after_finished,
+                         template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=lab), spec=pod)))
+
+
+def job_to_dict(job) -> dict:
+    """The Job as the API server would receive it (camelCase, no nulls)."""
+    from kubernetes import client as k
+
+    return k.ApiClient().sanitize_for_serialization(job)
+
+
+class KubernetesJobs:
+    """Shards as an Indexed Job in the cluster ``KUBECONFIG`` (or the in-cluster config) points at.
+
+    Workers exist only while a batch runs (the Job's pods): scale-to-zero by construction.
+    """
+
+    def __init__(self, *, image: str, env: list[dict], namespace: str = "default", poll_s: float = 2.0, **job_kw):
+        self.image, self.env, self.namespace, self.poll_s, self.job_kw = image, env, namespace, poll_s, job_kw
+
+    def _api(self):
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        return client.BatchV1Api()
+
+    def run(self, store: ObjectStore, manifest: dict, *, progress: Progress | None = None, wait: bool = True) -> dict:
+        api = self._api()
+        job = build_indexed_job(manifest, image=self.image, env=self.env, **self.job_kw)
+        api.create_namespaced_job(self.namespace, job)
+        name = job.metadata.name
+        if not wait:
+            return {**batch_status(store, manifest["id"]), "job": name}
+
+        def alive() -> bool:
+            s = api.read_namespaced_job_status(name, self.namespace).status
+            return not any(c.type in ("Complete", "Failed") and c.status == "True" for c in (s.conditions or []))
+
+        return {**_wait(store, manifest["id"], alive, progress, self.poll_s), "job": name}
+
+    def cancel(self, store: ObjectStore, batch_id: str) -> None:
+        cancel_batch(store, batch_id)
+        from kubernetes import client
+
+        self._api().delete_namespaced_job(f"semforge-batch-{batch_id[:12]}", self.namespace,
+                                          body=client.V1DeleteOptions(propagation_policy="Background"))

@@ -1,0 +1,119 @@
+"""Batch manifests in the object store: submit, status, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..analysis import MeasureOptions
+from ..errors import NotFound, UserInputError
+from ..pipeline import AnalysisOptions, DataBar, image_stem
+from ..storage import ObjectStore
+
+__all__ = ["BatchCancelled", "BatchSettings", "submit_batch", "load_manifest", "batch_status", "cancel_batch",
+           "result_id", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".dm3", ".dm4", ".emi", ".ser", ".mrc")
+
+
+class BatchCancelled(RuntimeError):
+    """The batch was cancelled; the shard stopped before its next image."""
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How every image of a batch is analysed: the pipeline's :class:`AnalysisOptions` (what ``analyze`` takes)."""
+
+    options: AnalysisOptions = field(default_factory=AnalysisOptions)
+
+    def to_json(self) -> dict:
+        o = self.options
+        return {"measure": asdict(o.measure), "pixel_size_nm": o.pixel_size_nm, "databar": str(o.databar),
+                "segmenter": o.segmenter}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "BatchSettings":
+        return cls(AnalysisOptions(measure=MeasureOptions(**doc["measure"]), pixel_size_nm=doc["pixel_size_nm"],
+                                   databar=DataBar.parse(doc["databar"]), segmenter=doc["segmenter"]))
+
+
+def result_id(sha256: str, settings: BatchSettings) -> str:
+    """Content address of one image's result: its bytes and every setting that changes the result."""
+    return hashlib.sha256((sha256 + json.dumps(settings.to_json(), sort_keys=True)).encode()).hexdigest()
+
+
+def _manifest_key(batch_id: str) -> str:
+    return f"batches/{batch_id}/manifest.json"
+
+
+def _images(sources: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            paths += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise NotFound(f"no such file or folder: {s}")
+    if not paths:
+        raise UserInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(sources)}")
+    return paths
+
+
+def submit_batch(store: ObjectStore, sources: list[str], *, shards: int, settings: BatchSettings | None = None,
+                 name: str = "batch") -> dict:
+    """Upload the images (content-addressed: already stored bytes are not sent again), write the manifest.
+
+    ``sources``: image files and/or folders. Images are dealt round-robin into ``shards`` shards (at most one
+    per image). Returns the manifest.
+    """
+    settings = settings or BatchSettings()
+    if shards < 1:
+        raise UserInputError(f"shards must be >= 1, got {shards}", field="shards")
+    paths = _images(sources)
+    names = [image_stem(p) for p in paths]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserInputError(f"images share a name: {', '.join(dup)}; rename them")
+    entries = []
+    for i, (p, n) in enumerate(zip(paths, names)):
+        with open(p, "rb") as fh:
+            info, _ = store.put_content(iter(lambda: fh.read(1 << 20), b""))
+        sha = info.key.rsplit("/", 1)[-1]
+        entries.append({"index": i, "name": n, "key": info.key, "sha256": sha, "result": result_id(sha, settings)})
+    k = min(shards, len(entries))
+    manifest = {"id": uuid.uuid4().hex, "name": name, "created": time.time(), "settings": settings.to_json(),
+                "images": len(entries), "shards": [entries[i::k] for i in range(k)]}
+    store.put_bytes(_manifest_key(manifest["id"]), json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def load_manifest(store: ObjectStore, batch_id: str) -> dict:
+    from ..storage import ObjectNotFound
+
+    try:
+        return json.loads(store.get_bytes(_manifest_key(batch_id)))
+    except ObjectNotFound:
+        raise NotFound(f"no batch {batch_id!r} in the store") from None
+
+
+def cancel_batch(store: ObjectStore, batch_id: str) -> None:
+    load_manifest(store, batch_id)
+    store.put_bytes(f"batches/{batch_id}/cancel", b"cancelled")
+
+
+def is_cancelled(store: ObjectStore, batch_id: str) -> bool:
+    return store.exists(f"batches/{batch_id}/cancel")
+
+
+def batch_status(store: ObjectStore, batch_id: str) -> dict:
+    """Images done / total, per shard, and whether the batch was cancelled."""
+    m = load_manifest(store, batch_id)
+    per_shard = [sum(store.exists(f"batch-results/{e['result']}/done") for e in shard) for shard in m["shards"]]
+    return {"id": batch_id, "images": m["images"], "done": sum(per_shard), "shards": len(m["shards"]),
+            "done_per_shard": per_shard, "cancelled": is_cancelled(store, batch_id)}

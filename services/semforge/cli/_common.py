@@ -1,0 +1,123 @@
+"""What several commands share: argument types, the analysis options, input checks, progress lines."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+
+from ..errors import UserInputError
+from ..modality import MODALITIES
+
+__all__ = ["CliError", "positive", "databar", "add_analysis_options", "analysis_options", "check_inputs",
+           "text_progress", "MODALITY_CHOICES"]
+
+MODALITY_CHOICES = list(MODALITIES)
+
+
+class CliError(Exception):
+    """A one-line error with an exit code (2 bad input/usage, 3 server unreachable, 1 failed)."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def positive(v: str) -> float:
+    try:
+        f = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {v!r}") from None
+    if not f > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return f
+
+
+def databar(v: str):
+    from ..pipeline import DataBar
+
+    try:
+        return DataBar.parse(v)
+    except UserInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_analysis_options(p: argparse.ArgumentParser, *, databar_default: str = "auto") -> None:
+    p.add_argument("--modality", choices=MODALITY_CHOICES, default="se",
+                   help="imaging mode: SE/HIM bright particles, STEM/TEM dark particles (default se)")
+    p.add_argument("--pixel-size-nm", type=positive, default=None,
+                   help="pixel size in nm; overrides the file's calibration")
+    p.add_argument("--separate", choices=["uecs", "watershed", "none"], default="uecs",
+                   help="separation of touching particles (default uecs)")
+    p.add_argument("--separation", dest="separate", choices=["uecs", "watershed", "none"], help=argparse.SUPPRESS)
+    p.add_argument("--databar", type=databar, default=databar(databar_default),
+                   help=f"instrument data bar: auto (detect), none, or the number of specimen rows "
+                        f"(default {databar_default})")
+
+
+def analysis_options(args: argparse.Namespace):
+    """The typed :class:`~semforge.pipeline.AnalysisOptions` of a command's arguments (read once, here)."""
+    from ..analysis import MeasureOptions
+    from ..pipeline import AnalysisOptions
+
+    return AnalysisOptions(MeasureOptions(separate=args.separate, modality=args.modality),
+                           pixel_size_nm=args.pixel_size_nm, databar=args.databar,
+                           segmenter=getattr(args, "segmenter", None))
+
+
+def check_inputs(paths: list[str]) -> None:
+    for p in paths:
+        if not os.path.exists(p):
+            raise CliError(f"no such file: {p}")
+        if os.path.isdir(p):
+            raise CliError(f"{p} is a directory; pass image files (e.g. {p}/*.tif)")
+
+
+def text_progress(i: int, name: str, stage: str, frac: float) -> None:
+    sys.stderr.write(f"  {frac * 100:5.1f}%  {name} {stage}\n" if name else f"  {frac * 100:5.1f}%  {stage}\n")
+    sys.stderr.flush()
+
+
+@dataclass(frozen=True)
+class RemoteAnalysis:
+    """The arguments of an analysis through a gateway."""
+
+    server: str
+    images: list
+    out: str
+    options: object
+    sample: str
+    wait_s: float
+    quiet: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, server: str | None = None) -> "RemoteAnalysis":
+        return cls(server or args.server, list(args.images), args.out, analysis_options(args), args.sample,
+                   args.wait, args.quiet)
+
+
+def analyze_remote(a: RemoteAnalysis) -> int:
+    """Upload, analyse and fetch through a gateway (the work is the client library's)."""
+    from pathlib import Path
+
+    from ..client import GatewayClient, JobFailed, ProgressBar
+
+    def uploaded(path, r):
+        if a.quiet:
+            return
+        cal = r.image.calibration
+        size = f"{cal.pixel_size_nm:g} nm/px ({cal.source})" if cal.pixel_size_nm else "no pixel size in file"
+        sys.stderr.write(f"uploaded {path} -> {r.image.ref.key[:22]}... {'(already stored) ' if r.deduplicated else ''}"
+                         f"{r.image.width}x{r.image.height}, {size}\n")
+
+    with GatewayClient(a.server) as c:
+        try:
+            job = c.analyze_files(a.images, a.out, a.options, sample=a.sample, wait_s=a.wait_s,
+                                  progress=None if a.quiet else ProgressBar(), on_upload=uploaded)
+        except TimeoutError as exc:
+            raise CliError(str(exc), 3) from None
+        except JobFailed as exc:
+            raise CliError(str(exc), 1) from None
+    print(f"report: {Path(a.out) / 'report.html'} (job {job.job_id})")
+    return 0
