@@ -115,7 +115,7 @@ segcheck: setup
 ADAPT := $(BIN)/semforge adapt --folds 2 --steps 150 --batch 4 --patch 192 --seed 0
 segcheck-adapt: setup
 	$(ADAPT) --images ../shared/data/bam-tio2-tsem/images --modality tem --out out/adapt/st_tem/semforge_unetpp_tem_selftrain
-	$(ADAPT) --images ../shared/data/bam-tio2-sem/images --modality se --out out/adapt/st_se/semforge_unetpp_se_selftrain
+	$(ADAPT) --images ../shared/data/bam-tio2-sem/images --modality se --base models_repo/semforge_unetpp_se/1 --out out/adapt/st_se/semforge_unetpp_se_selftrain
 
 realdata: setup
 	$(BIN)/python tests/bench/realdata_check.py --write docs/realdata.md

@@ -17,7 +17,7 @@ SEPARATION_MODES = ("uecs", "watershed", "none")
 #: Post-processing of the shipped UNet++ chosen by 5-fold cross-validation on the real annotated
 #: images (#16, docs/segmentation.md; held-out figures there): probability threshold, separation,
 #: watershed h, boundary growth (px), minimum contrast of a particle to its surrounding (0 = off).
-#: SE (self-trained model, see models_repo/semforge_unetpp_se/1/training.json): outlines sat 0.8 px
+#: SE (self-trained model, see models_repo/semforge_unetpp_se/2/training.json): outlines sat 0.8 px
 #: inside the human ones, grow_px 1 chosen in 5/5 folds. Transmission: spurious faint blobs (film,
 #: contamination) were 47 % of the shipped model's objects; the contrast filter removes them
 #: (human particles: contrast >= 0.42 at the 5th percentile), chosen in 5/5 folds.
