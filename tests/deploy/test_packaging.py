@@ -78,7 +78,8 @@ def test_installed_wheel_finds_its_models_without_configuration(wheel, tmp_path)
     assert r.returncode == 0, r.stderr
     repo, model, version = r.stdout.split("\n")[:3]
     assert Path(repo) == target / "semforge" / "models_repo"
-    assert Path(model) == target / "semforge/models_repo/semforge_unetpp_se/1"
+    newest = max(int(d.name) for d in (ROOT / "models_repo/semforge_unetpp_se").iterdir() if d.name.isdigit())
+    assert Path(model) == target / f"semforge/models_repo/semforge_unetpp_se/{newest}"  # the highest version
     assert version == f"semforge {semforge.__version__}"
 
 
