@@ -104,6 +104,22 @@ def test_upload_analyze_download(emb, stub, sample_tiff, tmp_path):
     c.close()
 
 
+def test_gateway_and_in_process_give_the_same_particle_table(emb, sample_tiff, tmp_path):
+    """One pipeline: RemoteStages through the services and LocalStages in process write the same files."""
+    from semforge.pipeline import analyze_paths
+
+    path, _ = sample_tiff
+    c = GatewayClient(emb.gateway_address)
+    c.analyze_files([path], tmp_path / "gw", sample="same")
+    c.close()
+    analyze_paths([str(path)], tmp_path / "local", title="semforge report: same")
+    for name in ("synthetic_1/particles.csv", "summary.csv"):
+        assert (tmp_path / "gw" / name).read_text() == (tmp_path / "local" / name).read_text(), name
+    gw = tifffile.imread(tmp_path / "gw" / "synthetic_1" / "labels.tif")
+    local = tifffile.imread(tmp_path / "local" / "synthetic_1" / "labels.tif")
+    assert gw.dtype == local.dtype and np.array_equal(gw, local)
+
+
 def test_second_replica_sees_and_watches_jobs(emb, sample_tiff):
     from semforge.rpc import build_server
     from semforge_gateway.server import GatewayConfig, register
@@ -150,6 +166,45 @@ def test_cancel(emb, sample_tiff):
         time.sleep(0.2)
     assert j.state == S.JOB_STATE_CANCELLED and j.images_done < 6
     c.close()
+
+
+def test_cancel_through_another_replica_wins(emb, sample_tiff):
+    """Cancel on replica 2 of a job that replica 1 runs: it stops and stays CANCELLED (replica 1's saves lose)."""
+    from semforge.rpc import build_server
+    from semforge_gateway.server import GatewayConfig, register
+
+    path, _ = sample_tiff
+    c = GatewayClient(emb.gateway_address)
+    up = c.upload(path)
+    job = c.stub.SubmitJob(gateway_pb2.SubmitJobRequest(request=gateway_pb2.AnalyzeRequest(
+        images=[up.image.ref] * 8, names=[f"r{i}" for i in range(8)]))).job
+    cfg = GatewayConfig(segment_addr=emb.servers["segment"].address, measure_addr=emb.servers["measure"].address,
+                        classify_addr=emb.servers["classify"].address)
+    add, runner = register(emb.store, cfg)
+    other = build_server("gateway-2", add, cfg)
+    try:
+        deadline = time.monotonic() + 60
+        while c.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id)).job.images_done < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with grpc.insecure_channel(other.address) as ch:
+            got = gateway_pb2_grpc.GatewayServiceStub(ch).CancelJob(gateway_pb2.CancelJobRequest(job_id=job.job_id))
+        assert got.job.state == S.JOB_STATE_CANCELLED
+        states = []
+        for _ in range(20):  # replica 1 keeps working on its current image and saves: still CANCELLED
+            states.append(c.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id)).job.state)
+            time.sleep(0.15)
+        assert set(states) == {S.JOB_STATE_CANCELLED}
+        deadline = time.monotonic() + 60  # the running replica itself stops at a stage boundary and records it
+        while "JOB_STATE_CANCELLED" not in emb.store.get_bytes(f"jobs/{job.job_id}/job.json").decode():
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        j = c.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id)).job
+        assert j.images_done < 8 and "report.html" not in j.outputs
+    finally:
+        runner.close(0)
+        other.stop(0)
+        c.close()
 
 
 # -- bad input and faults: precise status, actionable message, service keeps serving ------------------

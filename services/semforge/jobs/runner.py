@@ -223,7 +223,8 @@ class JobRunner:
             raise Cancelled()
 
     def _retry(self, job, what: str, call: Callable[[], Any], fraction: float = 0.0) -> Any:
-        """``call()``; while it fails transiently (store or service unavailable), wait and retry up to retry_s."""
+        """``call()``; while it fails transiently (store or service unavailable), wait and retry up to retry_s.
+        With a ``job``: a ``waiting`` event once, and the cancel check between tries."""
         deadline = time.monotonic() + self.retry_s
         delay, warned = 0.2, False
         while True:
@@ -232,12 +233,15 @@ class JobRunner:
             except Exception as exc:  # noqa: BLE001 - filtered just below
                 if not (isinstance(exc, StorageUnavailable) or self.transient(exc)) or time.monotonic() > deadline:
                     raise
-                if not warned:
+                if job is None and self._stopping.is_set():
+                    raise
+                if job is not None and not warned:
                     self.events.emit(job, -1, "", "waiting", fraction, f"{what}: {self.describe(exc) or exc}; retrying")
                     warned = True
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-            self._check(job)
+            if job is not None:
+                self._check(job)
 
     def _save(self, job) -> None:
         self._retry(job, "save job", lambda: self.jobs.save(job))
@@ -245,7 +249,7 @@ class JobRunner:
     def run(self, job_id: str) -> None:
         """Run (or resume) a job to its end on this thread."""
         pb = _pb()
-        job = self._retry_plain(lambda: self.jobs.load(job_id, raw=True))
+        job = self._retry(None, "read job", lambda: self.jobs.load(job_id, raw=True))
         if job.state in TERMINAL:
             return
         try:
@@ -271,22 +275,10 @@ class JobRunner:
             job.state = pb.JOB_STATE_FAILED
             job.message = described or f"internal error: {type(exc).__name__}"
         try:
-            self._retry_plain(lambda: self.jobs.save(job))
+            self._retry(None, "save job", lambda: self.jobs.save(job))
         except Exception:  # noqa: BLE001
             log.exception("could not save the final state of job %s", job.job_id)
         self.events.emit(job, len(job.inputs) - 1, "", "done", 1.0, job.message)
-
-    def _retry_plain(self, call):
-        deadline = time.monotonic() + self.retry_s
-        delay = 0.2
-        while True:
-            try:
-                return call()
-            except StorageUnavailable:
-                if time.monotonic() > deadline or self._stopping.is_set():
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
     def _execute(self, job) -> None:
         options = self.options_of(job.options)
