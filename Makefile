@@ -19,6 +19,8 @@ TSTAMP := $(TVENV)/.installed
 setup: $(STAMP) $(BSTAMP) $(TSTAMP)
 	# Triton configs, model.py and the baked input normalization; models_repo/<model>/_env -> .venv-triton
 	$(BIN)/python -m semforge.inference.triton_repo
+	@# Tesseract OCR reads the scale-bar label (semforge.analysis._scalebar); Debian's package, ~15 MB
+	@command -v tesseract >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; }
 
 $(TSTAMP):
 	test -d $(TVENV) || $(PY) -m venv $(TVENV)

@@ -45,7 +45,7 @@ def test_rgb_and_float_to_gray():
     rgb[..., 0] = 255
     g = to_gray_float(rgb)
     assert g.shape == (10, 10) and g.max() == pytest.approx(0.299, abs=1e-3)
-    f = to_gray_float(np.array([[1.0, 3.0], [2.0, np.nan]]))
+    f = to_gray_float(np.array([[1.5, 3.5], [2.5, np.nan]]))  # fractional: robust min..max
     assert f[0, 0] == 0 and f[0, 1] == 1 and f[1, 1] == 0
 
 

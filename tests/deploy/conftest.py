@@ -1,11 +1,6 @@
 """tests/deploy: the static chart checks run in the default suite; the container suite (marker ``deploy``:
 Docker engine, images, podman) runs only when selected (`make test-deploy` = ``pytest -m deploy tests/deploy``)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "deploy: container suite (Docker engine, images, podman); make test-deploy")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from chart_tools import KUBE_VERSION, tool
-from compare import assert_same_results
+from .chart_tools import KUBE_VERSION, tool
+from .compare import assert_same_results
 from semforge.batch import (BatchCancelled, LocalWorkers, batch_status, build_indexed_job, cancel_batch,
                             run_shard, submit_batch, write_batch_report)
 from semforge.storage import open_store

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from chart_tools import CHART, KUBE_VERSION, SCENARIOS, documents, helm, render, tool
+from .chart_tools import CHART, KUBE_VERSION, SCENARIOS, documents, helm, render, tool
 
 GPU_COMPONENTS = {"triton", "translate", "training"}
 SEMFORGE_SERVICES = {"gateway", "segment", "measure", "classify", "render", "translate"}

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from chart_tools import CHART, documents, render
-from compare import assert_same_results
-from podman_kube import to_podman
+from .chart_tools import CHART, documents, render
+from .compare import assert_same_results
+from .podman_kube import to_podman
 
 pytestmark = pytest.mark.deploy
 
@@ -169,3 +169,85 @@ render: {{enabled: false}}
         sh("podman", "kube", "down", str(play), check=False)
         sh("podman", "network", "rm", "-f", net, check=False)
     assert "Traceback" not in logs.stdout + logs.stderr
+
+
+def test_batch_job_pod_spec_runs_under_podman(images, tmp_path):
+    """The Indexed Job the batch code builds: its exact pod spec, one Pod per completion index (what the Job
+    controller would create, with JOB_COMPLETION_INDEX set), run by podman over the project's image against a
+    real S3 server; the report written from the store equals the in-process run."""
+    pytest.importorskip("kubernetes")
+    import copy
+
+    import yaml
+
+    from semforge.batch import build_indexed_job, submit_batch, write_batch_report
+    from semforge.batch._backends import job_to_dict
+    from semforge.storage import MinioStore
+    from semforge.synth import synthetic_sem, write_zeiss_tiff
+
+    for i in (images, S3_IMAGE):
+        if not _podman_has(i):
+            save = subprocess.Popen(["docker", "save", i], stdout=subprocess.PIPE)
+            sh("podman", "load", "-q", stdin=save.stdout)
+            assert save.wait() == 0
+    src = tmp_path / "images"
+    src.mkdir()
+    for i in range(2):
+        img, _ = synthetic_sem(seed=40 + i, n_particles=12, size=(384, 768))
+        write_zeiss_tiff(src / f"b_{i}.tif", img, 2.5)
+    ref = tmp_path / "inprocess"
+    semforge("analyze", *map(str, sorted(src.glob("*.tif"))), "--out", str(ref), "--sample", "b", "--quiet")
+
+    tag, port = uuid.uuid4().hex[:6], free_port()
+    net = f"semforge-batch-{tag}"
+    s3 = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"s3-{tag}"}, "spec": {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
+        "containers": [{"name": "s3", "image": f"localhost/{S3_IMAGE}", "args": [
+            "serve", "s3", "--addr", ":9000", "--auth-key", f"{KEY},{SECRET}", "--etag-hash", "MD5",
+            "--config", "/dev/null", "/data"], "ports": [{"containerPort": 9000, "hostPort": port, "hostIP": "127.0.0.1"}],
+            "volumeMounts": [{"name": f"s3-{tag}-data", "mountPath": "/data"}]}],
+        "volumes": [{"name": f"s3-{tag}-data", "emptyDir": {}}]}}
+    sh("podman", "network", "create", net)
+    s3_file = tmp_path / "s3.yaml"
+    s3_file.write_text(yaml.safe_dump(s3))
+    played = [s3_file]
+    try:
+        sh("podman", "kube", "play", "--network", net, str(s3_file))
+        store = MinioStore(f"127.0.0.1:{port}", KEY, SECRET, "semforge")
+        for _ in range(100):
+            try:
+                store.ping()
+                break
+            except Exception:  # noqa: BLE001 - the server is starting
+                time.sleep(0.2)
+        m = submit_batch(store, [str(src)], shards=2, name="b")
+        env = [{"name": "SEMFORGE_STORE", "value": "s3://semforge"}, {"name": "S3_ENDPOINT", "value": f"s3-{tag}:9000"},
+               {"name": "S3_ACCESS_KEY", "value": KEY}, {"name": "S3_SECRET_KEY", "value": SECRET}]
+        job = job_to_dict(build_indexed_job(m, image=f"localhost/{images}", env=env))
+        pods = []
+        for index in range(job["spec"]["completions"]):
+            spec = copy.deepcopy(job["spec"]["template"]["spec"])
+            spec["containers"][0]["env"].append({"name": "JOB_COMPLETION_INDEX", "value": str(index)})
+            for v in spec["volumes"]:  # podman shares emptyDirs by name across pods
+                v.pop("emptyDir", None)
+                v["emptyDir"] = {}
+                old, v["name"] = v["name"], f"w{tag}-{index}-{v['name']}"
+                for mnt in spec["containers"][0]["volumeMounts"]:
+                    if mnt["name"] == old:
+                        mnt["name"] = v["name"]
+            pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"w{tag}-{index}",
+                         "labels": job["spec"]["template"]["metadata"]["labels"]}, "spec": spec})
+        workers = tmp_path / "workers.yaml"
+        workers.write_text(yaml.safe_dump_all(pods))
+        played.append(workers)
+        sh("podman", "kube", "play", "--network", net, str(workers))
+        codes = [sh("podman", "wait", f"w{tag}-{i}-worker", timeout=300).stdout.strip() for i in range(len(pods))]
+        logs = [sh("podman", "logs", f"w{tag}-{i}-worker", check=False) for i in range(len(pods))]
+        assert codes == ["0"] * len(pods), [lg.stdout + lg.stderr for lg in logs]
+        out = tmp_path / "report"
+        write_batch_report(store, m["id"], out, title="semforge report: b")
+        assert_same_results(ref, out)
+    finally:
+        for f in reversed(played):
+            sh("podman", "kube", "down", str(f), check=False)
+        sh("podman", "network", "rm", "-f", net, check=False)

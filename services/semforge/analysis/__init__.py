@@ -6,7 +6,11 @@ No gRPC in here: services and the command line are thin adapters over this packa
 from ._databar import detect_databar
 from ._evaluate import average_precision, instance_iou, match_instances, pixel_metrics, rand_error
 from ._geometry import convex_hull, convexity, feret_diameters, outline, polygon_area, polygon_length
-from ._io import Calibration, ImageDecodeError, LoadedImage, load_image, resolve_calibration, to_gray_float
+from ._io import (Calibration, ImageDecodeError, LoadedImage, intensity_range, load_image, resolve_calibration,
+                  to_gray_float, write_labels_tiff)
+from ._scalebar import (ScaleBar, ScaleBarMismatch, check_scale_bar, find_scale_bar, read_scale_bar,
+                        scale_bar_calibration)
+from ._checks import MixedCalibrationError, Warning_, check_calibration_consistency, plausibility_warnings
 from ._morphometry import (COLUMNS, SIZE_COLUMNS, file_column, file_row, measure_instance, particle_columns,
                            shape_dimensions)
 from ._report import overlay_rgb, write_image_outputs, write_particles_csv, write_sample_report
@@ -24,4 +28,7 @@ __all__ = [
     "load_image", "measure_instance", "measure_mask", "outline", "particle_columns", "polygon_area",
     "overlay_rgb", "polygon_length", "resolve_calibration", "write_image_outputs", "write_particles_csv",
     "write_sample_report", "separate", "shape_dimensions", "summarize", "to_gray_float",
+    "intensity_range", "MixedCalibrationError", "Warning_", "check_calibration_consistency",
+    "plausibility_warnings", "ScaleBar", "ScaleBarMismatch", "check_scale_bar", "find_scale_bar", "read_scale_bar",
+    "scale_bar_calibration", "write_labels_tiff",
 ]

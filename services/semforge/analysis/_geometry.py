@@ -7,7 +7,8 @@ from scipy.ndimage import gaussian_filter
 from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import find_contours
 
-__all__ = ["outline", "polygon_length", "polygon_area", "convex_hull", "feret_diameters", "convexity"]
+__all__ = ["outline", "polygon_length", "polygon_area", "convex_hull", "feret_diameters", "convexity",
+           "perimeter_convexity", "ellipse_fit", "gray_stats"]
 
 
 def outline(mask: np.ndarray, *, smooth: float = 1.0) -> np.ndarray:
@@ -126,7 +127,12 @@ def feret_diameters(hull: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def convexity(mask: np.ndarray) -> float:
-    """Convex hull perimeter divided by the perimeter of a region (1 for convex shapes).
+    """Separation criterion of UECS: hull perimeter of the raw outline / smoothed perimeter, capped at 1.
+
+    This is the criterion :func:`~semforge.analysis.separate` was calibrated
+    with (threshold 0.95 on the real images); it mixes two outlines, so it
+    is 1.0 for most single particles and is not reported as a measure. The
+    measured convexity is :func:`perimeter_convexity`.
 
     References
     ----------
@@ -136,3 +142,57 @@ def convexity(mask: np.ndarray) -> float:
     if p <= 0:
         return 1.0
     return min(1.0, polygon_length(convex_hull(outline(mask, smooth=0.0))) / p)
+
+
+def perimeter_convexity(poly: np.ndarray) -> float:
+    """Convexity (ISO 9276-6): perimeter of the convex hull / perimeter, of one and the same outline.
+
+    Both lengths are taken on the same closed polygon (the smoothed 0.5
+    iso-line of :func:`outline`), so the ratio is <= 1 by construction,
+    exactly 1 only for a convex outline, and needs no capping: lower values
+    mean concavities (necks between touching particles, dents).
+    """
+    p = polygon_length(poly)
+    if p <= 0:
+        return 1.0
+    return float(polygon_length(convex_hull(poly[:-1])) / p)
+
+
+def ellipse_fit(mask: np.ndarray) -> tuple[float, float, float]:
+    """Ellipse with the same second moments as the region (Fiji "Fit Ellipse"; ISO 9276-6 "Legendre ellipse").
+
+    Each pixel is a unit square (its own second moment 1/12 is added), so a
+    one-pixel line has a minor axis of 4 sqrt(1/12) = 1.15 px, and the axes
+    of a digitised ellipse come back within a pixel.
+
+    Returns
+    -------
+    major, minor : float
+        Full axis lengths in px (``4 sqrt(eigenvalue)`` of the covariance).
+    angle_deg : float
+        Direction of the major axis from the image x axis, counter-clockwise
+        with y up (Fiji's convention), in [0, 180).
+    """
+    rows, cols = np.nonzero(np.asarray(mask, dtype=bool))
+    if rows.size == 0:
+        raise ValueError("empty region has no ellipse")
+    y = -(rows - rows.mean())  # y up
+    x = cols - cols.mean()
+    cxx = float(np.mean(x * x)) + 1.0 / 12
+    cyy = float(np.mean(y * y)) + 1.0 / 12
+    cxy = float(np.mean(x * y))
+    evals, evecs = np.linalg.eigh(np.array([[cxx, cxy], [cxy, cyy]]))
+    minor, major = (4.0 * np.sqrt(max(float(e), 0.0)) for e in evals)
+    vx, vy = evecs[:, 1]
+    angle = float(np.degrees(np.arctan2(vy, vx)) % 180.0)
+    if major - minor < 1e-9:
+        angle = 0.0
+    return major, minor, angle
+
+
+def gray_stats(gray: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1, as Fiji's StdDev) of the gray values under a mask."""
+    v = np.asarray(gray, dtype=np.float64)[np.asarray(mask, dtype=bool)]
+    if v.size == 0:
+        raise ValueError("empty region has no gray values")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ._geometry import convex_hull, feret_diameters, outline, polygon_area, polygon_length
+from ._geometry import (convex_hull, ellipse_fit, feret_diameters, gray_stats, outline, perimeter_convexity,
+                        polygon_area, polygon_length)
 
 __all__ = ["SIZE_COLUMNS", "AREA_COLUMNS", "LENGTH_COLUMNS", "COLUMNS", "particle_columns", "file_column",
            "file_row", "measure_instance", "shape_dimensions"]
@@ -17,7 +18,7 @@ SIZE_COLUMNS = ("area", "perimeter", "ecd", "feret_min", "feret_max")
 #: columns in unit^2 (files: ``area_nm2``) and in the unit (files: ``ecd_nm``)
 AREA_COLUMNS = ("area",)
 LENGTH_COLUMNS = ("perimeter", "ecd", "feret_min", "feret_max", "sphere_diameter", "rod_length", "rod_thickness",
-                  "edge_length")
+                  "edge_length", "ellipse_major", "ellipse_minor")
 
 #: the particle table's columns, in order, by their stable internal names (the unit is on the table)
 COLUMNS = (
@@ -49,7 +50,7 @@ def particle_columns(unit: str) -> list[str]:
 
 
 def measure_instance(mask: np.ndarray, *, offset: tuple[int, int] = (0, 0),
-                     pixel_size_nm: float | None = None) -> dict[str, Any]:
+                     pixel_size_nm: float | None = None, gray: np.ndarray | None = None) -> dict[str, Any]:
     """Measure one particle.
 
     Parameters
@@ -60,14 +61,21 @@ def measure_instance(mask: np.ndarray, *, offset: tuple[int, int] = (0, 0),
         Position of the crop's top-left pixel in the image.
     pixel_size_nm : float, optional
         Pixel edge length; without it lengths are in px.
+    gray : ndarray, shape (h, w), optional
+        The gray image (0-1) over the same crop: adds ``gray_mean`` and
+        ``gray_sd`` (n - 1).
 
     Returns
     -------
     dict
         ``area``, ``perimeter``, ``ecd``, ``feret_min``, ``feret_max`` in nm
         (nm^2) with ``pixel_size_nm``, else in px, plus ``circularity`` (4 pi A / P^2), ``convexity``
-        (hull perimeter / perimeter), ``solidity`` (A / hull area),
-        ``aspect_ratio`` (max / min Feret), centroid and bbox in px.
+        (hull perimeter / perimeter of the same smoothed outline, ISO 9276-6),
+        ``solidity`` (A / hull area), ``aspect_ratio`` (max / min Feret),
+        centroid and bbox in px, ``ellipse_major/minor`` (same second
+        moments, Fiji "Fit Ellipse", in the size unit) with ``ellipse_angle_deg``,
+        ``feret_min/max_angle_deg`` (caliper directions), all angles from the
+        image x axis counter-clockwise with y up, in [0, 180).
 
     Notes
     -----
@@ -87,25 +95,26 @@ def measure_instance(mask: np.ndarray, *, offset: tuple[int, int] = (0, 0),
         raise ValueError("particle mask must be a non-empty 2-D boolean array")
     s = 1.0 if pixel_size_nm is None else float(pixel_size_nm)
     area_px = float(m.sum())
-    perim_px = polygon_length(outline(m, smooth=1.0))
+    smooth = outline(m, smooth=1.0)
+    perim_px = polygon_length(smooth)
     hull = convex_hull(outline(m, smooth=0.0))
-    hull_perim = polygon_length(hull)
     hull_area = polygon_area(hull) if len(hull) > 3 else 0.0
-    fmin, fmax, _, _ = feret_diameters(hull)
+    fmin, fmax, amin, amax = feret_diameters(hull)
+    major, minor, eangle = ellipse_fit(m)
     # a one-pixel-wide line has zero contour width; the pixel itself is 1 px wide
     fmin = max(fmin, 1.0)
     fmax = max(fmax, 1.0)
     rows, cols = np.nonzero(m)
     r0, c0 = offset
     circ = 4.0 * math.pi * area_px / perim_px**2 if perim_px > 0 else 1.0
-    return {
+    out = {
         "area": area_px * s * s,
         "perimeter": perim_px * s,
         "ecd": math.sqrt(4.0 * area_px / math.pi) * s,
         "feret_min": fmin * s,
         "feret_max": fmax * s,
         "circularity": min(circ, 1.0),
-        "convexity": min(1.0, hull_perim / perim_px) if perim_px > 0 else 1.0,
+        "convexity": perimeter_convexity(smooth),
         "solidity": min(1.0, area_px / hull_area) if hull_area > 0 else 1.0,
         "aspect_ratio": fmax / fmin,
         "centroid_x_px": float(cols.mean() + c0),
@@ -114,7 +123,15 @@ def measure_instance(mask: np.ndarray, *, offset: tuple[int, int] = (0, 0),
         "bbox_y0_px": int(rows.min() + r0),
         "bbox_x1_px": int(cols.max() + c0 + 1),
         "bbox_y1_px": int(rows.max() + r0 + 1),
+        "ellipse_major": major * s,
+        "ellipse_minor": minor * s,
+        "ellipse_angle_deg": eangle,
+        "feret_min_angle_deg": amin,
+        "feret_max_angle_deg": amax,
     }
+    if gray is not None:
+        out["gray_mean"], out["gray_sd"] = gray_stats(gray, m)
+    return out
 
 
 def shape_dimensions(row: dict[str, Any], shape: str, unit: str = "") -> dict[str, float | None]:

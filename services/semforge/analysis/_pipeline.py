@@ -102,7 +102,7 @@ def classify_particles(particles: list[dict[str, Any]], *, modality: str, unit: 
 
 def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(None, "none"),
                  image_name: str = "image", specimen_rows: int | None = None,
-                 options: MeasureOptions = MeasureOptions()) -> ImageResult:
+                 options: MeasureOptions = MeasureOptions(), gray: np.ndarray | None = None) -> ImageResult:
     """Clean, separate and measure the particles of a binary mask.
 
     Parameters
@@ -148,7 +148,8 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
     for k, inst in enumerate(sep.instances, start=1):
         r0, c0 = inst.box[0].start, inst.box[1].start
         row: dict[str, Any] = {"id": k, "image": image_name}
-        row.update(measure_instance(inst.mask, offset=(r0, c0), pixel_size_nm=px))
+        row.update(measure_instance(inst.mask, offset=(r0, c0), pixel_size_nm=px,
+                                    gray=None if gray is None else gray[inst.box]))  # gray_mean/sd (#13)
         touches = (inst.box[0].start == 0 or inst.box[1].start == 0 or inst.box[0].stop >= rows
                    or inst.box[1].stop >= w)
         row["touches_border"] = bool(touches)
@@ -171,6 +172,9 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
         classify_particles(particles, modality=options.modality, unit=unit)
     labels = np.zeros((h, w), dtype=np.uint32)
     labels[:rows] = sep.labels
+    drawn = np.bincount(labels.ravel(), minlength=len(particles) + 1)  # labels.tif = area_px - overlap_px (#13)
+    for row in particles:
+        row["overlap_px"] = int(round(row["area"] / ((px or 1.0) ** 2))) - int(drawn[row["id"]])
     return ImageResult(name=image_name, labels=labels, particles=particles, calibration=calibration,
                        specimen_rows=rows, options=options)
 

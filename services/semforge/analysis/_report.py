@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import codec
 from ._morphometry import file_row, particle_columns
+from ._io import write_labels_tiff
 from ._pipeline import ImageResult, summarize
 
 __all__ = ["write_image_outputs", "write_sample_report", "overlay_rgb", "write_particles_csv"]
@@ -91,8 +92,8 @@ def write_image_outputs(result: ImageResult, gray: np.ndarray, outdir: str | os.
     """
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    if write_labels:
-        codec.write_labels(out / "labels.tif", result.labels)
+    if write_labels:  # ImageJ-calibrated (#13)
+        write_labels_tiff(out / "labels.tif", result.labels, result.calibration)
     write_particles_csv(out / "particles.csv", result.particles, result.unit)
     codec.write_png(out / "overlay.png", overlay_rgb(gray, result.labels, result.particles))
     return {"labels": str(out / "labels.tif"), "particles": str(out / "particles.csv"),

@@ -76,7 +76,8 @@ class LocalWorkers:
 def build_indexed_job(manifest: dict, *, image: str, env: list[dict] | None = None, name: str | None = None,
                       parallelism: int | None = None, resources: dict | None = None,
                       node_selector: dict | None = None, tolerations: list[dict] | None = None,
-                      backoff_limit: int = 3, ttl_seconds_after_finished: int = 86400, labels: dict | None = None):
+                      backoff_limit: int = 3, ttl_seconds_after_finished: int = 86400, labels: dict | None = None,
+                      image_pull_policy: str = "IfNotPresent"):
     """The Indexed Job of a batch as a ``kubernetes.client.V1Job``: one completion per shard, each pod running
     ``semforge worker --batch ID`` (the shard is ``JOB_COMPLETION_INDEX``), non-root, read-only root, /tmp emptyDir.
 
@@ -99,7 +100,7 @@ def build_indexed_job(manifest: dict, *, image: str, env: list[dict] | None = No
         else:
             envs.append(k.V1EnvVar(name=e["name"], value=str(e["value"])))
     container = k.V1Container(
-        name="worker", image=image, command=["semforge", "worker", "--batch", manifest["id"]], env=envs,
+        name="worker", image=image, image_pull_policy=image_pull_policy, command=["semforge", "worker", "--batch", manifest["id"]], env=envs,
         resources=k.V1ResourceRequirements(requests=res["requests"], limits=res["limits"]),
         security_context=k.V1SecurityContext(allow_privilege_escalation=False, read_only_root_filesystem=True,
                                              capabilities=k.V1Capabilities(drop=["ALL"])),

@@ -32,8 +32,8 @@ class MeasureArgs:
 def run(args: argparse.Namespace) -> int:
     a = MeasureArgs.from_args(args)
     check_inputs([a.mask])
-    from .. import codec
-    from ..analysis import detect_databar, load_image, measure_mask, resolve_calibration, write_particles_csv
+    from ..analysis import (detect_databar, load_image, measure_mask, resolve_calibration, write_labels_tiff,
+                            write_particles_csv)
 
     img = load_image(a.mask)
     mask = img.pixels
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                        specimen_rows=rows, options=a.options.measure)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    codec.write_labels(out / "labels.tif", res.labels)
+    write_labels_tiff(out / "labels.tif", res.labels, cal)  # ImageJ-calibrated (#13)
     write_particles_csv(out / "particles.csv", res.particles, res.unit)
     if not cal.calibrated:
         sys.stderr.write("WARNING: no pixel size (file has none, --pixel-size-nm not given): sizes are in PIXELS\n")

@@ -7,6 +7,8 @@ passed by object reference (the gateway's job runner). :func:`analyze` and
 :func:`analyze_image` are the only places the order of the stages is written.
 """
 
+import sys
+
 from .run import STAGES, analyze, analyze_image, unique_names
 from .stages import LocalStages, Stages, prepare_facts
 from .types import (AnalysisOptions, DataBar, ImageFacts, ImageOutcome, Measured, Prepared, describe_image,
@@ -34,7 +36,8 @@ def analyze_paths(paths, outdir, *, options: AnalysisOptions = AnalysisOptions()
             return call()
         return wrap
 
-    written = analyze(stages, [(p, image_stem(p)) for p in paths], options, title=title, around=around)
+    written = analyze(stages, [(p, image_stem(p)) for p in paths], options, title=title, around=around,
+                      warn=lambda w: print(w, file=sys.stderr))  # never silent (#13)
     if progress:
         progress(n - 1, "", "done", 1.0)
     return written

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..analysis import (CONFIDENCE_LIMIT, ImageResult, classify_particles, load_image, measure_mask,
-                        resolve_calibration, to_gray_float, write_image_outputs, write_sample_report)
+from ..analysis import (CONFIDENCE_LIMIT, ImageResult, ScaleBar, check_scale_bar, classify_particles, load_image,
+                        measure_mask, resolve_calibration, to_gray_float, write_image_outputs, write_sample_report)
 from ..inference import DEFAULT_SEGMENTER, Segmenter, create_segmenter
 from .types import AnalysisOptions, ImageFacts, ImageOutcome, Measured, Prepared, describe_image
 
@@ -41,6 +41,9 @@ def prepare_facts(facts: ImageFacts, name: str, options: AnalysisOptions, image:
     """The calibration and data bar decision for an image: the user's pixel size overrides the file's; the
     data bar rule of ``options.databar`` (``auto`` uses the rows detected when the image was decoded)."""
     cal = resolve_calibration(facts.calibration, user_pixel_size_nm=options.pixel_size_nm)
+    if options.pixel_size_nm is None and facts.scalebar:  # scale bar vs metadata; calibrates a file without (#13)
+        b = facts.scalebar
+        cal = check_scale_bar(cal, ScaleBar(b["length_px"], 0, 0, 0, False, b["label"], b["length_nm"]), image=name)
     rows = options.databar.specimen_rows(facts.height, lambda: facts.detected_rows)
     return Prepared(name=name, calibration=cal, specimen_rows=rows, height=facts.height, width=facts.width,
                     image=image)
@@ -75,7 +78,8 @@ class LocalStages:
 
     def measure(self, prep: Prepared, mask: np.ndarray, options: AnalysisOptions) -> Measured:
         res = measure_mask(mask, calibration=prep.calibration, image_name=prep.name,
-                           specimen_rows=prep.specimen_rows, options=options.with_measure(classify=False).measure)
+                           specimen_rows=prep.specimen_rows, options=options.with_measure(classify=False).measure,
+                           gray=prep.gray)
         return Measured(table=res.table, labels=res.labels, count=len(res.particles), included=len(res.included()))
 
     def classify(self, prep: Prepared, measured: Measured, options: AnalysisOptions,

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..analysis import Calibration, MeasureOptions, detect_databar
+from ..analysis import Calibration, MeasureOptions, detect_databar, scale_bar_calibration
 from ..errors import InvalidOption
 from ..modality import Modality
 
@@ -105,22 +105,31 @@ class ImageFacts:
     format: str
     calibration: Calibration
     detected_rows: int
+    #: the scale bar read in the data bar (#13): ``{"length_px", "label", "length_nm"}``, or None
+    scalebar: dict[str, Any] | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return {"width": self.width, "height": self.height, "format": self.format,
                 "pixel_size_nm": self.calibration.pixel_size_nm, "calibration_source": self.calibration.source,
-                "specimen_rows": self.detected_rows}
+                "specimen_rows": self.detected_rows, "scalebar": self.scalebar}
 
     @classmethod
     def from_doc(cls, d: dict[str, Any]) -> "ImageFacts":
         return cls(int(d["width"]), int(d["height"]), d.get("format", ""),
-                   Calibration(d.get("pixel_size_nm"), d.get("calibration_source") or "none"), int(d["specimen_rows"]))
+                   Calibration(d.get("pixel_size_nm"), d.get("calibration_source") or "none"), int(d["specimen_rows"]),
+                   d.get("scalebar"))
 
 
 def describe_image(loaded) -> ImageFacts:
     """Facts of a decoded image (``semforge.analysis.LoadedImage``)."""
     h, w = loaded.pixels.shape[:2]
-    return ImageFacts(int(w), int(h), loaded.format, loaded.calibration, int(detect_databar(loaded.pixels)))
+    rows = int(detect_databar(loaded.pixels))
+    bar = None
+    if rows < h:  # the scale bar in the data bar, read once here (#13)
+        _, sb, _ = scale_bar_calibration(loaded.pixels, rows, Calibration(None, "none"))
+        if sb is not None and sb.length_nm:
+            bar = {"length_px": sb.length_px, "label": sb.label, "length_nm": sb.length_nm}
+    return ImageFacts(int(w), int(h), loaded.format, loaded.calibration, rows, bar)
 
 
 @dataclass
