@@ -251,7 +251,7 @@ def main() -> None:
     store = open_store(cfg.store)
     add, runner = register(store, cfg)
     srv = build_server("gateway", add, cfg, ready_check=lambda: ready(store, cfg))
-    serve_forever([srv], cfg.grace_s)
+    serve_forever([srv], cfg.grace_s, on_stop=runner.release)  # SIGTERM: other replicas resume our jobs now
     runner.close(cfg.grace_s)
 
 

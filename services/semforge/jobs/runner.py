@@ -142,9 +142,19 @@ class JobRunner:
         return self
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop taking work (SIGTERM): every job queued or running here is released at once, so another
+        """Stop: :meth:`release`, then wait up to ``timeout`` for the threads."""
+        self.release()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
+
+    def release(self) -> None:
+        """Stop taking work (SIGTERM), at once: every job queued or running here is released, so another
         replica resumes it on its next scan (about a second) instead of after ``resume_after_s``; a running
-        job stops at its next stage and this replica writes nothing more to it."""
+        job stops at its next stage and this replica writes nothing more to it. Idempotent."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         with self._lock:
             mine = list(self._mine)
@@ -154,10 +164,8 @@ class JobRunner:
             except Exception:  # noqa: BLE001 - store down: the resume timer still covers it
                 log.warning("could not release job %s; another replica resumes it after %.0f s", job_id,
                             self.resume_after_s, extra={"job_id": job_id})
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        self._threads = []
+        if mine:
+            log.info("released %d job(s) to the other replicas", len(mine))
 
     @property
     def stopping(self) -> threading.Event:
