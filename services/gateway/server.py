@@ -22,7 +22,7 @@ from semforge.jobs import JobRunner
 from semforge.jobs.tenancy import no_object, owns_upload, record_upload, tenant_of
 from semforge.rpc import (ServiceConfig, build_server, configure_logging, env_float, env_int, env_str,
                           map_exceptions, serve_forever)
-from semforge.rpc.convert import analysis_options_from_pb, calibration_pb, put_facts, ref_pb
+from semforge.rpc.convert import analysis_options_from_pb, calibration_pb, facts_key, put_facts, ref_pb
 from semforge.rpc.stages import RemoteStages, ServiceStubs, image_facts
 from semforge.security import current_identity, service_channel
 from semforge.storage import BLOB_PREFIX, ObjectNotFound, ObjectStore, open_store, validate_key
@@ -189,7 +189,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         tenant's upload, job records, per-image state, internal objects -- is NOT_FOUND, like a missing key."""
         key = validate_key(key)
         if key.startswith(BLOB_PREFIX):
-            if owns_upload(self.store, ident, key) and self.store.exists(key):
+            # an upload (it has its facts record; masks, label images and tables do not) that is the caller's
+            if (owns_upload(self.store, ident, key) and self.store.exists(facts_key(key))
+                    and self.store.exists(key)):
                 return key
             raise no_object(key)
         parts = key.split("/")

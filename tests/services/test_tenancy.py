@@ -178,12 +178,17 @@ def test_tenant_b_cannot_see_or_touch_tenant_a(gw, caplog):
     assert code_of(lambda: download(a, ref=S.ObjectRef(key=f"jobs/{job.job_id}/job.json"))) == \
         grpc.StatusCode.NOT_FOUND
     assert [j.job_id for j in a.stub.ListJobs(G.ListJobsRequest(), timeout=10).jobs] == [job.job_id]
+    labels = done.outputs[f"_state/{done.input_names[0]}/labels.tif"]
+    assert code_of(lambda: download(a, ref=labels)) == grpc.StatusCode.NOT_FOUND  # per-image state: not by ref
 
     # a facility admin sees both tenants
     admin = gw.client("root", "facility", Role.ADMIN)
     seen = {j.job_id for j in admin.stub.ListJobs(G.ListJobsRequest(), timeout=10).jobs}
     assert seen == {job.job_id, job_b.job_id}
     assert admin.stub.GetJob(G.GetJobRequest(job_id=job.job_id), timeout=10).job.sample == "confidential-7"
+    assert download(admin, ref=up_a.image.ref) == secret
+    for key in (labels.key, f"jobs/{job.job_id}/job.json", "index/v1"):  # internal: not even for an admin
+        assert code_of(lambda: download(admin, ref=S.ObjectRef(key=key))) == grpc.StatusCode.NOT_FOUND, key
 
     # delete: only the owner; audit lines say who deleted which job
     wait_done(b, job_b.job_id)
@@ -220,3 +225,20 @@ def test_cancel_only_by_the_owner(tmp_path):
     finally:
         release.set()
         g.close()
+
+
+def test_pages_through_the_gateway_and_the_client(gw):
+    a, b = gw.client("alice", "group-a"), gw.client("bob", "group-b")
+    ref = upload(a, png(3), "p.png").image.ref
+    ids = [submit(a, [ref]).job_id for _ in range(5)]
+    submit(b, [upload(b, png(4), "q.png").image.ref])
+    page, token = a.list_jobs(page_size=2)
+    assert [j.job_id for j in page] == ids[::-1][:2] and token
+    assert [j.job_id for j in a.iter_jobs(page_size=2)] == ids[::-1]
+    assert code_of(lambda: a.list_jobs(page_size=2, page_token="bogus")) == grpc.StatusCode.INVALID_ARGUMENT
+    for j in ids:
+        wait_done(a, j)
+    assert a.delete_job(ids[0]) >= 2
+    assert [j.job_id for j in a.iter_jobs()] == ids[:0:-1]
+    a.close()
+    b.close()
