@@ -2,8 +2,8 @@
 GetJob, DeleteJob, and the idle CPU of the gateway process; beside it the cost of the listing before #15 (read
 every job record in the store, sort, cut), measured on the same store.
 
-The store is a real local store filled through ``JobStore.create`` (record + index entries + active marker, as
-the runner writes them; 5 % of the jobs unfinished). The gateway is the real servicer behind the real token
+The store is a real local store filled through ``JobStore.create`` (record + index entries, as the runner writes
+them; all finished, as in a facility's history). The gateway is the real servicer behind the real token
 interceptor, in a child process; the clients are here.
 
 Usage: python tests/bench/jobs_bench.py [--jobs 10000] [--tenants 4] [--idle-s 30] [--write docs/benchmarks.md]
@@ -59,23 +59,22 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def fill(store, n: int, tenants: int) -> float:
+def fill(store, n: int, tenants: int, start: int = 0) -> float:
     from semforge.common.v1 import common_pb2 as S
     from semforge.jobs import JobStore
 
     jobs = JobStore(store)
     t0 = time.perf_counter()
     base = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    for i in range(n):
-        state = S.JOB_STATE_RUNNING if i % 20 == 0 else S.JOB_STATE_SUCCEEDED
+    for i in range(start, n):
+        state = S.JOB_STATE_CANCELLED if i % 20 == 0 else S.JOB_STATE_SUCCEEDED
         job = S.Job(job_id=f"{i:08d}" + "0" * 24, state=state, tenant=f"group-{i % tenants}", owner="bench",
                     sample=f"sample {i}", images_total=50, images_done=50,
                     created_at=(base + dt.timedelta(seconds=i)).isoformat(timespec="milliseconds"))
         for k in range(50):
             job.input_names.append(f"image_{k:02d}")
         jobs.create(job)
-        if state != S.JOB_STATE_RUNNING:
-            jobs.finished(job.job_id)
+        jobs.finished(job.job_id)
     store.put_bytes("index/v1", b"")
     return time.perf_counter() - t0
 
@@ -101,16 +100,16 @@ def _pct(xs, q):
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def bench(n_jobs: int, tenants: int, idle_s: float, reps: int = 30) -> dict:
+def bench(n_jobs: int, tenants: int, idle_s: float, reps: int = 30, tmp: Path | None = None, start: int = 0) -> dict:
     import grpc
 
     from semforge.gateway.v1 import gateway_pb2 as G, gateway_pb2_grpc
     from semforge.security import Role, TokenRegistry
     from semforge.storage import LocalStore
 
-    tmp = Path(tempfile.mkdtemp(prefix="semforge-jobs-bench-"))
+    tmp = tmp or Path(tempfile.mkdtemp(prefix="semforge-jobs-bench-"))
     store = LocalStore(tmp / "store")
-    fill_s = fill(store, n_jobs, tenants)
+    fill_s = fill(store, n_jobs, tenants, start)
     reg = TokenRegistry(tmp / "tokens.json")
     user, _ = reg.issue("u", "group-0")
     admin, _ = reg.issue("root", "facility", role=Role.ADMIN)
@@ -147,7 +146,7 @@ def bench(n_jobs: int, tenants: int, idle_s: float, reps: int = 30) -> dict:
             lambda: stub.ListJobs(G.ListJobsRequest(page_size=100, page_token=token), metadata=md(admin), timeout=30))
         out["GetJob"] = timed(lambda: stub.GetJob(G.GetJobRequest(job_id="00000004" + "0" * 24), metadata=md(user),
                                                   timeout=30))
-        ids = iter(f"{i:08d}" + "0" * 24 for i in range(n_jobs - 1, 0, -1) if i % 20 and i % tenants == 0)
+        ids = iter(f"{i:08d}" + "0" * 24 for i in range(n_jobs - 1, start, -1) if i % 20 and i % tenants == 0)
         def delete():
             r = stub.DeleteJob(G.DeleteJobRequest(job_id=next(ids)), metadata=md(user), timeout=30)
             assert r.objects_deleted >= 1, r
@@ -169,23 +168,31 @@ def bench(n_jobs: int, tenants: int, idle_s: float, reps: int = 30) -> dict:
     return out
 
 
-def block(r: dict) -> str:
-    rows = ["| call | p50 ms | p95 ms |", "|---|---|---|"]
-    for k, v in r.items():
+def block(results: list[dict]) -> str:
+    sizes = [r["jobs"] for r in results]
+    rows = ["| call | " + " | ".join(f"{n:,} jobs: p50 / p95 ms" for n in sizes) + " |",
+            "|---|" + "---|" * len(sizes)]
+    for k, v in results[0].items():
         if isinstance(v, dict) and "p50_ms" in v:
-            rows.append(f"| {k} | {v['p50_ms']} | {v.get('p95_ms', '')} |")
+            cells = []
+            for r in results:
+                x = r.get(k, {})
+                cells.append(f"{x.get('p50_ms', '')} / {x.get('p95_ms', '-')}")
+            rows.append(f"| {k} | " + " | ".join(cells) + " |")
+    rows.append("| idle gateway, % of a core | " + " | ".join(f"{r['idle_cpu_pct']}" for r in results) + " |")
+    r = results[-1]
     return (f"{SECTION}\n\n"
             f"Measured by `python tests/bench/jobs_bench.py --write docs/benchmarks.md` on {platform.machine()}, "
-            f"{os.cpu_count()} cores (shared with other work: compare ratios), {time.strftime('%Y-%m-%d')}. "
-            f"{r['jobs']:,} jobs of {r['tenants']} tenants (50 image names each, 5 % unfinished) in a local store "
-            f"(filled in {r['fill_s']} s); a gateway with token authentication in its own process, its runner's "
-            f"threads running (resume scan, heartbeat, retention); clients over gRPC on 127.0.0.1.\n\n"
+            f"{os.cpu_count()} cores (shared with other work: compare ratios within a column set), "
+            f"{time.strftime('%Y-%m-%d')}. One local store filled to {', then '.join(f'{n:,}' for n in sizes)} jobs of "
+            f"{r['tenants']} tenants (50 image names each, all finished); for each size a gateway with token "
+            f"authentication in its own process, its runner's threads running (resume scan, heartbeat, retention; "
+            f"idle CPU over {r['idle_s']:.0f} s); clients over gRPC on 127.0.0.1. The old listing (before #15: "
+            "read every record in the store, sort, cut) is timed on the same store.\n\n"
             + "\n".join(rows) +
-            f"\n\nIdle gateway with these {r['jobs']:,} jobs: **{r['idle_cpu_pct']} % of a core** over "
-            f"{r['idle_s']:.0f} s (the resume scan reads `released/` every second and `active/` every 15 s, "
-            "never the job history). A page costs one directory listing of the tenant's index (S3: one "
-            "`ListObjectsV2` with `start-after`) plus one record read per job; the old listing read every "
-            "record in the store on every call.\n")
+            "\n\nA page costs one directory listing of the tenant's index (S3: one `ListObjectsV2` with "
+            "`start-after`) plus one record read per job returned, so it does not grow with the history; the resume "
+            "scan reads `released/` every second and `active/` every 15 s, never the history.\n")
 
 
 def write_section(path: Path, text: str) -> None:
@@ -201,17 +208,20 @@ def write_section(path: Path, text: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--jobs", type=int, default=10000)
+    ap.add_argument("--jobs", default="1000,10000", help="store sizes, increasing (one store, filled up)")
     ap.add_argument("--tenants", type=int, default=4)
     ap.add_argument("--idle-s", type=float, default=30.0)
     ap.add_argument("--write")
     a = ap.parse_args()
-    r = bench(a.jobs, a.tenants, a.idle_s)
-    print(json.dumps(r, indent=1))
+    tmp = Path(tempfile.mkdtemp(prefix="semforge-jobs-bench-"))
+    results, start = [], 0
+    for n in (int(x) for x in a.jobs.split(",")):
+        results.append(bench(n, a.tenants, a.idle_s, tmp=tmp, start=start))
+        start = n
+        print(json.dumps(results[-1], indent=1), flush=True)
     if a.write:
-        write_section(Path(a.write), block(r))
-    else:
-        print(block(r))
+        write_section(Path(a.write), block(results))
+    print(block(results))
     return 0
 
 
