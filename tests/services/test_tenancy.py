@@ -242,3 +242,25 @@ def test_pages_through_the_gateway_and_the_client(gw):
     assert [j.job_id for j in a.iter_jobs()] == ids[:0:-1]
     a.close()
     b.close()
+
+
+def test_cli_jobs_pages_and_delete(gw, monkeypatch, capsys):
+    from semforge.cli import main
+
+    tok, _ = gw.tokens.issue("carol", "group-c")
+    monkeypatch.setenv("SEMFORGE_TOKEN", tok)
+    with GatewayClient(gw.address, token=tok) as c:
+        ref = upload(c, png(5), "c.png").image.ref
+        ids = [submit(c, [ref]).job_id for _ in range(2)]
+        for j in ids:
+            wait_done(c, j)
+    assert main(["client", "--server", gw.address, "jobs", "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(ids[1]) and "--page-token" in out
+    token = out.rsplit("--page-token ", 1)[1].strip()
+    assert main(["client", "--server", gw.address, "jobs", "--limit", "1", "--page-token", token]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(ids[0]) and "--page-token" not in out
+    assert main(["client", "--server", gw.address, "delete", ids[0]]) == 0
+    assert "deleted" in capsys.readouterr().out
+    assert main(["client", "--server", gw.address, "delete", ids[0]]) != 0  # gone: NOT_FOUND, one line
