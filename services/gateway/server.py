@@ -71,6 +71,10 @@ def _unavailable(exc: BaseException) -> bool:
     return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
 
 
+def _not_found(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.NOT_FOUND
+
+
 def _describe(exc: BaseException) -> str | None:
     return f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.RpcError) else None
 
@@ -80,7 +84,7 @@ def job_runner(store: ObjectStore, cfg: GatewayConfig) -> JobRunner:
                                  channel=lambda addr, options: service_channel(addr, cfg, options=options))
     return JobRunner(store, lambda job: RemoteStages(store, stubs, output_prefix=f"jobs/{job.job_id}/report/"),
                      options_of=analysis_options_from_pb, name_of=lambda ref: image_facts(store, ref.key)[1],
-                     transient=_unavailable, describe=_describe, workers=cfg.job_workers,
+                     transient=_unavailable, describe=_describe, missing=_not_found, workers=cfg.job_workers,
                      resume_after_s=cfg.resume_after_s, retry_s=cfg.store_retry_s,
                      retention_days=cfg.retention_days, retention_max_jobs=cfg.retention_max_jobs)
 

@@ -97,6 +97,9 @@ class JobRunner:
         ``transient(exc)`` -> True when a stage failed because a service is unavailable (retried).
     describe : callable
         ``describe(exc)`` -> the job message for an exception the library does not know (or None).
+    missing : callable
+        ``missing(exc)`` -> True when a stage failed because an object it reads is not (or no longer) stored;
+        if the image itself is still stored, the image is redone (an intermediate result was lost).
     """
 
     def __init__(self, store: ObjectStore, stages_for: Callable[[Any], Stages], *,
@@ -104,12 +107,13 @@ class JobRunner:
                  transient: Callable[[BaseException], bool] = lambda exc: False,
                  describe: Callable[[BaseException], str | None] = lambda exc: None,
                  workers: int = 2, resume_after_s: float = 60.0, retry_s: float = 300.0,
-                 retention_days: float = 0.0, retention_max_jobs: int = 0, retention_every_s: float = 600.0):
+                 retention_days: float = 0.0, retention_max_jobs: int = 0, retention_every_s: float = 600.0,
+                 missing: Callable[[BaseException], bool] = lambda exc: False):
         self.store = store
         self.jobs = JobStore(store)
         self.events = EventHub(self.jobs)
         self.stages_for, self.options_of, self.name_of = stages_for, options_of, name_of
-        self.transient, self.describe = transient, describe
+        self.transient, self.describe, self.missing = transient, describe, missing
         self.n_workers, self.resume_after_s, self.retry_s = workers, resume_after_s, retry_s
         self.retention_days, self.retention_max_jobs = retention_days, retention_max_jobs
         self.retention_every_s = retention_every_s
@@ -391,35 +395,73 @@ class JobRunner:
             log.exception("could not save the final state of job %s", job.job_id)
         self.events.emit(job, len(job.inputs) - 1, "", "done", 1.0, job.message)
 
+    def _intact(self, ref) -> bool:
+        """The stored object of ``ref`` is there with its recorded size (a store that lost writes in an outage
+        can leave 0-byte or missing objects; the full sha256 check happens when a service reads it)."""
+        try:
+            size = self._retry(None, "stat", lambda: self.store.stat(ref.key).size)
+        except ObjectNotFound:
+            return False
+        return not ref.size_bytes or size == ref.size_bytes
+
+    def _lost_result(self, exc: BaseException, ref) -> bool:
+        """A stage failed with NOT_FOUND while the image itself is still stored: an intermediate result (mask,
+        labels, table) was lost or found corrupt (and removed): redoing the image regenerates it."""
+        return (isinstance(exc, ObjectNotFound) or self.missing(exc)) and self._intact(ref)
+
     def _execute(self, job) -> None:
         options = self.options_of(job.options)
         stages = self.stages_for(job)
         n = len(job.inputs)
-        span = 0.95 / n  # per-image share of the progress (the report takes the last 5 %)
-        outcomes = []
-        for i, (ref, name) in enumerate(zip(job.inputs, job.input_names)):
-            done = job.outputs.get(f"_state/{name}/particles.json")
-            if done is not None:  # finished before a restart
-                prep = Prepared(name=name, calibration=Calibration(None, "none"), specimen_rows=0, height=0,
-                                width=0, image=ref)
-                outcomes.append(ImageOutcome(prep, Measured(done, job.outputs[f"_state/{name}/labels.tif"], 0, 0)))
-                continue
+        span = 0.95 / max(n, 1)  # per-image share of the progress (the report takes the last 5 %)
 
-            def around(stage, call, i=i, name=name):
+        def one(i, ref, name):
+            def around(stage, call):
                 frac = i * span + _PER_IMAGE.index(stage) * span / len(_PER_IMAGE)
                 self._check(job)
                 self.events.emit(job, i, name, stage, frac, _MESSAGES[stage])
                 return self._retry(job, stage, call, frac)
 
-            out = analyze_image(stages, ref, name, options, around=around)
+            for attempt in range(3):
+                try:
+                    out = analyze_image(stages, ref, name, options, around=around)
+                    break
+                except Exception as exc:  # noqa: BLE001 - filtered just below
+                    if attempt == 2 or not self._lost_result(exc, ref):
+                        raise
+                    log.warning("job %s, image %s: an intermediate result was lost (%s); redoing the image",
+                                job.job_id, name, exc, extra={"job_id": job.job_id})
+                    self.events.emit(job, i, name, "redo", i * span, "an intermediate result was lost; redoing")
             job.outputs[f"_state/{name}/particles.json"].CopyFrom(out.measured.table)
             job.outputs[f"_state/{name}/labels.tif"].CopyFrom(out.measured.labels)
-            job.images_done = i + 1
+            return out
+
+        outcomes = []
+        for i, (ref, name) in enumerate(zip(job.inputs, job.input_names)):
+            done = job.outputs.get(f"_state/{name}/particles.json")
+            labels = job.outputs.get(f"_state/{name}/labels.tif")
+            if done is not None and labels is not None and self._intact(done) and self._intact(labels):
+                prep = Prepared(name=name, calibration=Calibration(None, "none"), specimen_rows=0, height=0,
+                                width=0, image=ref)
+                outcomes.append(ImageOutcome(prep, Measured(done, labels, 0, 0)))  # finished before a restart
+                continue
+            out = one(i, ref, name)
+            job.images_done = max(job.images_done, i + 1)
             self._check(job)
             self._save(job)
             self.events.emit(job, i, name, "image_done", (i + 1) * span,
                              f"{out.measured.included} of {out.measured.count} particles measured")
             outcomes.append(out)
+        # results of earlier images lost since (a store outage that dropped recent writes): redo those images
+        for k, out in enumerate(outcomes):
+            m = out.measured
+            if not (self._intact(m.table) and self._intact(m.labels)):
+                ref, name = job.inputs[k], job.input_names[k]
+                log.warning("job %s, image %s: its stored results were lost; redoing the image", job.job_id, name,
+                            extra={"job_id": job.job_id})
+                outcomes[k] = one(k, ref, name)
+                self._check(job)
+                self._save(job)
         job.images_done = n
         self._check(job)
         self.events.emit(job, n - 1, "", "report", 0.95, "writing the sample report")
