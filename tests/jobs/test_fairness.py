@@ -54,14 +54,18 @@ def test_a_tenant_with_20_queued_jobs_does_not_block_another(tmp_path):
     finished: list[str] = []
     lock = threading.Lock()
 
+    all_queued = threading.Event()
+
     def slow(name):
-        time.sleep(0.15)
+        assert all_queued.wait(60)  # the worker holds A's first job until all 21 are queued
+        time.sleep(0.05)
 
     r = runner(store, [], slow, workers=1).start()
     try:
         ref_a, ref_b = own_upload(store, ALICE, b"a"), own_upload(store, BOB, b"b")
         a_jobs = [r.create([ref_a], ["img"], S.AnalysisOptions(), "a", identity=ALICE) for _ in range(20)]
         b_job = r.create([ref_b], ["img"], S.AnalysisOptions(), "b", identity=BOB)
+        all_queued.set()
 
         def watch(job_id):
             wait_state(r.jobs, job_id, DONE, timeout=60)
@@ -79,6 +83,7 @@ def test_a_tenant_with_20_queued_jobs_does_not_block_another(tmp_path):
         assert order.index(b_job.job_id) <= 2, order.index(b_job.job_id)
         assert all(r.jobs.load(j.job_id).state == S.JOB_STATE_SUCCEEDED for j in a_jobs + [b_job])
     finally:
+        all_queued.set()
         r.close()
 
 

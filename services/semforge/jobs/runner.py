@@ -332,7 +332,13 @@ class JobRunner:
             raise _Stopping()
         with self._lock:
             here = job.job_id in self._cancelled_here
-        if here or self.jobs.cancel_requested(job.job_id):
+        if here:
+            raise Cancelled()
+        try:
+            requested = self.jobs.cancel_requested(job.job_id)
+        except StorageUnavailable:  # the store is away: cannot tell now, the next check will (never fail the job)
+            requested = False
+        if requested:
             raise Cancelled()
 
     def _retry(self, job, what: str, call: Callable[[], Any], fraction: float = 0.0) -> Any:
