@@ -171,3 +171,32 @@ def test_sigterm_of_a_process_releases_its_job(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_replica_that_was_taken_over_stops(tmp_path):
+    """A replica that looked dead (its heartbeats could not be written during a store outage) and was resumed
+    elsewhere stops at its next stage instead of running the job twice."""
+    store = LocalStore(tmp_path / "s")
+    calls = []
+    entered, hold = threading.Event(), threading.Event()
+
+    def gate(name):
+        if name == "img1":
+            entered.set()
+            hold.wait(20)
+
+    a = runner(store, calls, gate, resume_after_s=60.0).start()
+    try:
+        job = a.create([own_upload(store, ALICE)] * 4, [f"img{i}" for i in range(4)], S.AnalysisOptions(), "s",
+                       identity=ALICE)
+        assert entered.wait(20)
+        assert a.jobs.take_resume_lease(a.jobs.load(job.job_id, raw=True), "other-replica")  # B resumed it
+        hold.set()
+        deadline = time.monotonic() + 10
+        while job.job_id in a._mine and time.monotonic() < deadline:  # noqa: SLF001
+            time.sleep(0.05)
+        assert [n for s, n in calls if s == "segment"] == ["img0", "img1"]  # stopped: nothing after img1
+        assert a.jobs.load(job.job_id, raw=True).state == S.JOB_STATE_RUNNING  # left to the other replica
+    finally:
+        hold.set()
+        a.close(1.0)

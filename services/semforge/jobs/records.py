@@ -271,6 +271,10 @@ class JobStore:
             return job.updated_at
         return max(job.updated_at, beat, key=lambda ts: -age_s(ts))
 
+    def leases(self, job_id: str) -> set[str]:
+        """The resume leases ever taken on a job (one per resumed state)."""
+        return set(self.store.list_after(f"{self._dir(job_id)}/lease/"))
+
     def take_resume_lease(self, job, replica: str) -> bool:
         """Create-only lease on the stale state the caller saw: exactly one caller per state gets True."""
         token = hashlib.sha256(f"{job.updated_at}|{self.last_alive(job)}".encode()).hexdigest()[:24]

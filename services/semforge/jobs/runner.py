@@ -120,6 +120,7 @@ class JobRunner:
         self.replica = uuid.uuid4().hex[:8]
         self._queue = FairQueue()
         self._indexed = False
+        self._leases: dict[str, set] = {}  # job id -> resume leases when this replica started running it
         self._mine: set[str] = set()  # queued or running here (kept alive by the heartbeat)
         self._cancelled_here: set[str] = set()
         self._lock = threading.Lock()
@@ -252,6 +253,7 @@ class JobRunner:
                 with self._lock:
                     self._mine.discard(job_id)
                     self._cancelled_here.discard(job_id)
+                    self._leases.pop(job_id, None)
                 self.events.close(job_id)
 
     def _heartbeat(self) -> None:
@@ -340,6 +342,21 @@ class JobRunner:
             requested = False
         if requested:
             raise Cancelled()
+        if self._taken_over(job.job_id):
+            log.warning("job %s was resumed by another replica (this one looked dead, e.g. during a store outage); "
+                        "leaving it to that replica", job.job_id, extra={"job_id": job.job_id})
+            raise _Stopping()
+
+    def _taken_over(self, job_id: str) -> bool:
+        """Another replica took a resume lease after this one started running the job."""
+        with self._lock:
+            seen = self._leases.get(job_id)
+        if seen is None:
+            return False
+        try:
+            return bool(self.jobs.leases(job_id) - seen)
+        except StorageUnavailable:
+            return False
 
     def _retry(self, job, what: str, call: Callable[[], Any], fraction: float = 0.0) -> Any:
         """``call()``; while it fails transiently (store or service unavailable), wait and retry up to retry_s.
@@ -372,6 +389,9 @@ class JobRunner:
         if job.state in TERMINAL:
             self.jobs.finished(job_id)
             return
+        leases = self._retry(None, "read leases", lambda: self.jobs.leases(job_id))
+        with self._lock:
+            self._leases[job_id] = leases
         try:
             self._check(job)
             job.state = pb.JOB_STATE_RUNNING
