@@ -13,7 +13,7 @@ BSTAMP := $(BVENV)/.installed
 TVENV := .venv-triton
 TSTAMP := $(TVENV)/.installed
 
-.PHONY: setup protos run serve test test-slow test-all lint-protos bench gallery segcheck realdata translation-loop clean \
+.PHONY: setup protos run serve test test-slow test-all lint-protos bench gallery segcheck segcheck-adapt realdata translation-loop clean \
         deploy-tools chart-check images test-deploy bench-batch
 
 setup: $(STAMP) $(BSTAMP) $(TSTAMP)
@@ -108,7 +108,14 @@ gallery: setup
 	$(BIN)/python tests/bench/render_gallery.py --write docs/images/render_gallery.png
 
 segcheck: setup
-	$(BIN)/python tests/bench/segmentation_check.py --write docs/segmentation.md
+	$(BIN)/python tests/bench/segmentation_cv.py --adapted $(wildcard out/adapt/*/semforge_unetpp_*) --write out/segcheck.md --json out/segcheck.json
+	$(BIN)/python tests/bench/confidence_check.py
+
+# #16: the self-training routes, 2 folds per modality (each image scored by a version that never saw it); ~1 h on 2 cores
+ADAPT := $(BIN)/semforge adapt --folds 2 --steps 150 --batch 4 --patch 192 --seed 0
+segcheck-adapt: setup
+	$(ADAPT) --images ../shared/data/bam-tio2-tsem/images --modality tem --out out/adapt/st_tem/semforge_unetpp_tem_selftrain
+	$(ADAPT) --images ../shared/data/bam-tio2-sem/images --modality se --base models_repo/semforge_unetpp_se/1 --out out/adapt/st_se/semforge_unetpp_se_selftrain
 
 realdata: setup
 	$(BIN)/python tests/bench/realdata_check.py --write docs/realdata.md

@@ -12,13 +12,13 @@ import argparse
 import os
 import sys
 
-from . import analyze, client, evaluate, measure, render, run_services, train, translate
+from . import adapt, analyze, client, evaluate, measure, render, run_services, train, translate
 from ._common import CliError
 
 __all__ = ["main", "build_parser", "CliError", "COMMANDS"]
 
 #: command modules in help order
-COMMANDS = (analyze, measure, run_services, client, render, train, translate, evaluate)
+COMMANDS = (analyze, measure, run_services, client, render, train, translate, evaluate, adapt)
 
 
 def build_parser() -> argparse.ArgumentParser:

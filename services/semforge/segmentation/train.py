@@ -141,7 +141,8 @@ def train_segmenter(cfg: TrainConfig, out_dir: str | os.PathLike, *,
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     curve, evals = [], []
-    best = {"score": -1.0}
+    # -inf, not -1: without validation the score is -loss, and a loss above 1 must still be recorded (#16)
+    best = {"score": float("-inf")}
     best_state = None
     run = _torch_runner(net)
     t_train = time.perf_counter()

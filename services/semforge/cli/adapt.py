@@ -1,0 +1,48 @@
+"""``semforge adapt``: adapt a segmenter to an instrument from unlabeled images (#16; the work is in
+:mod:`semforge.segmentation.adapt`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub) -> None:
+    a = sub.add_parser("adapt", help="adapt the shipped segmenter to an instrument from unlabeled images "
+                                     "(self-training on confident pseudo-labels) -> a new model version")
+    a.add_argument("--images", required=True, help="folder of unlabeled images of the instrument")
+    a.add_argument("--modality", required=True, choices=["se", "him", "stem", "tem"])
+    a.add_argument("--out", required=True, help="model folder (Triton layout); the result is its next version")
+    a.add_argument("--base", default="", help="model version folder to start from (default: the shipped model)")
+    a.add_argument("--folds", type=int, default=0, help="k >= 2: k versions for cross-validation (folds.json)")
+    a.add_argument("--steps", type=int, default=150)
+    a.add_argument("--batch", type=int, default=4)
+    a.add_argument("--patch", type=int, default=192)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--full", action="store_true", help="fine-tune the encoder too (default: decoder only)")
+    a.add_argument("--threshold", type=float, default=0.5, help="pseudo-labels: particle threshold (default 0.5)")
+    a.add_argument("--watershed-h", type=float, default=0.5, help="pseudo-labels: watershed h (default 0.5)")
+    a.add_argument("--offset-px", type=int, default=0, choices=[-1, 0, 1],
+                   help="pseudo-labels: grow (+1) / shrink (-1) outlines by a pixel (default 0)")
+    a.add_argument("--min-contrast", type=float, default=0.0,
+                   help="pseudo-labels: drop objects with less contrast to their surrounding (default 0: off)")
+    a.add_argument("--reference-masks", default="", help="REFERENCE ONLY (never ship): learn these human masks "
+                   "(NAME_m.tif) instead of pseudo-labels, to measure the headroom of the same fine-tuning")
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..segmentation.adapt import adapt_command
+
+    say = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    res = adapt_command(args.images, args.modality, args.out, folds=args.folds, base=args.base, steps=args.steps,
+                        batch=args.batch, patch=args.patch, seed=args.seed, threads=args.threads,
+                        freeze_encoder=not args.full, progress=say,
+                        pseudo={"threshold": args.threshold, "watershed_h": args.watershed_h,
+                                "offset_px": args.offset_px, "min_contrast": args.min_contrast},
+                        reference_masks=args.reference_masks)
+    for v, seen in res["versions"].items():
+        print(f"{res['out']}/{v}: adapted on {len(seen)} images")
+    return 0

@@ -1,0 +1,334 @@
+"""Adaptation of a shipped segmenter to an instrument from its unlabeled images (``semforge adapt``).
+
+Route: self-training on confident pseudo-labels. The base model (the shipped UNet++ of the
+modality, an ONNX file) segments every unlabeled image; its instances (threshold, separation as
+the analysis runs them) become targets in the training convention (foreground with the gaps
+between touching particles cut out; border channel = the gaps and the narrow lines between
+particles). Pixels where the base model is unsure (particle probability between ``low`` and
+``high``) carry no loss. The network is rebuilt in PyTorch from the ONNX file itself (batch norm
+is folded into the convolutions at export, so the rebuilt network has none), fine-tuned on
+augmented crops of the real images and exported as a new model version with its record
+(``training.json``: base model, images, config, seed, curve).
+
+No human mask is read here: the images are used unlabeled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["AdaptConfig", "adapt_segmenter", "torch_from_onnx", "pseudo_labels"]
+
+
+@dataclass
+class AdaptConfig:
+    images: list[str] = field(default_factory=list)  # image files (unlabeled)
+    modality: str = "se"
+    base: str = ""  # model version folder (models_repo/<name>/<version>) to start from; "" = shipped
+    steps: int = 300
+    batch: int = 4
+    patch: int = 256
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    low: float = 0.2  # particle probability below: confident background
+    high: float = 0.8  # above: confident particle
+    threshold: float = 0.5
+    separate: str = "watershed"
+    watershed_h: float = 0.5
+    offset_px: int = 0  # pseudo-label outlines grown (+1) / shrunk (-1) by a pixel (the CV-chosen correction)
+    min_contrast: float = 0.0  # pseudo-label instances with less contrast to their ring are dropped (spurious)
+    border_weight: float = 5.0
+    freeze_encoder: bool = True  # fine-tune the decoder only (about half the CPU time per step)
+    reference_masks: str = ""  # REFERENCE ONLY, never shipped: learn the human masks of this folder instead
+    seed: int = 0
+    threads: int = 1
+
+    def validate(self) -> None:
+        from ..errors import UserInputError
+
+        if not self.images:
+            raise UserInputError("no images to adapt to")
+        if self.modality not in ("se", "him", "stem", "tem"):
+            raise UserInputError(f"unknown modality {self.modality!r}; use se, him, stem or tem")
+        if not 0 <= self.low < self.threshold < self.high <= 1:
+            raise UserInputError("need 0 <= low < threshold < high <= 1")
+        if self.steps < 1 or self.batch < 1 or self.patch % 32 or self.patch < 64:
+            raise UserInputError("steps and batch must be >= 1, patch a multiple of 32 and >= 64")
+
+    @property
+    def dark(self) -> bool:
+        return self.modality in ("stem", "tem")
+
+
+def torch_from_onnx(onnx_path: str | os.PathLike, model_cfg) -> "torch.nn.Module":  # noqa: F821
+    """The UNet++ of ``model_cfg`` with the weights of an exported ONNX file (batch norm folded away).
+
+    The exporter folds each BatchNorm into the convolution before it; here every BatchNorm is
+    replaced by an identity and its convolution takes the folded weight and bias. Convolutions
+    are paired with the ONNX Conv nodes in execution order, by shape and module name.
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from torch import nn
+
+    from .model import build_model
+
+    net = build_model(model_cfg).eval()
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod)) for m in net.modules()
+             if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    with torch.no_grad():
+        net(torch.zeros(1, 1, 64, 64))
+    for h in hooks:
+        h.remove()
+    g = onnx.load(str(onnx_path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    names = {m: n for n, m in net.named_modules()}
+    tconvs = [m for m in order if isinstance(m, nn.Conv2d)]
+    # the exporter drops convolutions whose output is unused (encoder stages beyond the depth):
+    # pair each ONNX Conv with the next executed convolution of the same shape and module name
+    folded_bn, j = set(), 0
+    for k, node in enumerate(convs):
+        w = inits[node.input[1]]
+        leaf = node.name.rsplit("/", 2)[-2] if "/" in node.name else ""
+        while j < len(tconvs) and (tuple(w.shape) != tuple(tconvs[j].weight.shape)
+                                   or not names[tconvs[j]].endswith(leaf)):
+            j += 1
+        if j == len(tconvs):
+            raise ValueError(f"{onnx_path}: convolution {k} ({node.name}, {w.shape}) has no match in the model config")
+        conv = tconvs[j]
+        j += 1
+        conv.weight.data = torch.from_numpy(w.copy())
+        b = inits[node.input[2]] if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)
+        conv.bias = nn.Parameter(torch.from_numpy(np.array(b, np.float32)))
+        i = order.index(conv)
+        if i + 1 < len(order) and isinstance(order[i + 1], nn.BatchNorm2d):
+            folded_bn.add(id(order[i + 1]))
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if id(child) in folded_bn:
+                setattr(parent, name, nn.Identity())
+    return net
+
+
+def pseudo_labels(probs: np.ndarray, cfg: AdaptConfig, pixel_size_nm: float | None = None,
+                  gray: np.ndarray | None = None):
+    """Targets ``(2, H, W)`` (foreground with gaps, border) and a pixel weight (0 = unsure) from probabilities.
+
+    The instances are those of the harness' post-processing (:mod:`.crossval`) with the config's
+    threshold, separation, offset and contrast filter; ``gray`` is the image as shown (for the filter).
+    """
+    from .crossval import PostParams, instances_from_probabilities
+    from .data import narrow_gaps, touching_gaps
+
+    post = PostParams(threshold=cfg.threshold, separate=cfg.separate, h=cfg.watershed_h, offset_px=cfg.offset_px,
+                      min_contrast=cfg.min_contrast)
+    inst = instances_from_probabilities(probs, post, gray=gray, dark=cfg.dark, pixel_size_nm=pixel_size_nm)
+    gaps = touching_gaps(inst)
+    fg = (inst > 0) & ~gaps
+    border = gaps | narrow_gaps(inst)
+    sure = (probs[0] >= cfg.high) | (probs[0] <= cfg.low)
+    if cfg.offset_px or cfg.min_contrast:  # the corrected outlines / dropped objects are meant to be learned
+        sure |= (inst > 0) != (probs[0] >= 0.5)
+    # a predicted particle's own uncertain rim stays unweighted; cut lines are always learned
+    weight = (sure | border).astype(np.float32)
+    return np.stack([fg, border]).astype(np.float32), weight
+
+
+def _human_targets(masks: Path, stem: str, rows: int):
+    """Targets from a human mask (the real-trained reference; never for a shipped model)."""
+    import tifffile
+    from skimage.measure import label
+
+    from .data import narrow_gaps, touching_gaps
+
+    m = tifffile.imread(masks / f"{stem}_m.tif")
+    m = m.max(axis=-1) if m.ndim == 3 else m
+    inst = label(m[:rows] > 0, connectivity=1).astype(np.int32)
+    gaps = touching_gaps(inst)
+    y = np.stack([(inst > 0) & ~gaps, gaps | narrow_gaps(inst)]).astype(np.float32)
+    return y, np.ones(inst.shape, np.float32)
+
+
+def _augment(rng, im, y, w, patch):
+    h, wd = im.shape
+    y0, x0 = int(rng.integers(h - patch + 1)), int(rng.integers(wd - patch + 1))
+    sl = (slice(y0, y0 + patch), slice(x0, x0 + patch))
+    im, y, w = im[sl], y[:, sl[0], sl[1]], w[sl]
+    if rng.random() < 0.5:
+        im, y, w = im[:, ::-1], y[:, :, ::-1], w[:, ::-1]
+    k = int(rng.integers(4))
+    im, y, w = np.rot90(im, k), np.rot90(y, k, axes=(1, 2)), np.rot90(w, k)
+    im = np.clip(im, 0, 1) ** np.exp(rng.uniform(-0.3, 0.3))
+    im = (im - im.mean()) * rng.uniform(0.75, 1.3) + im.mean() + rng.uniform(-0.08, 0.08)
+    if rng.random() < 0.3:
+        im = ndi.gaussian_filter(im, rng.uniform(0.3, 1.0))
+    if rng.random() < 0.5:
+        im = im + rng.normal(0, rng.uniform(0.0, 0.04), im.shape)
+    return (np.ascontiguousarray(np.clip(im, 0, 1), np.float32), np.ascontiguousarray(y, np.float32),
+            np.ascontiguousarray(w, np.float32))
+
+
+def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
+                    progress: Callable[[dict], None] | None = None) -> dict:
+    """Self-train from ``cfg.base`` on ``cfg.images``; write ``out_dir/model.onnx`` + ``training.json``."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..analysis import detect_databar, load_image, to_gray_float
+    from ..errors import UserInputError
+    from ..inference import SHIPPED, OnnxSegmenter, model_dir
+    from .model import ModelConfig, export_onnx, normalize
+
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    t0 = time.perf_counter()
+    base = Path(cfg.base) if cfg.base else model_dir(SHIPPED[cfg.modality])
+    meta = json.loads((base / "training.json").read_text())
+    if meta.get("outputs") != ["particle", "border"]:
+        raise UserInputError(f"{base}: adaptation needs a particle + border model, got outputs {meta.get('outputs')}")
+    mcfg = ModelConfig(**meta["config"]["model"])
+    seg = OnnxSegmenter(base.parent.name, version=int(base.name), repo=base.parent.parent, threads=cfg.threads)
+    data = []
+    for p in cfg.images:
+        img = load_image(p)
+        rows = detect_databar(img.pixels)
+        gray = to_gray_float(img.pixels)[:rows].astype(np.float32)
+        if cfg.reference_masks:
+            y, w = _human_targets(Path(cfg.reference_masks), Path(p).stem, rows)
+        else:
+            probs = seg.predict_channels(gray)
+            y, w = pseudo_labels(probs, cfg, img.calibration.pixel_size_nm, gray)
+        x = (1 - gray if cfg.dark else gray)[: y.shape[1]]  # the network sees dark particles inverted
+        if min(x.shape) < cfg.patch:
+            raise UserInputError(f"{p}: image smaller than the training crop ({cfg.patch} px)")
+        data.append((x, y, w))
+    t_data = time.perf_counter() - t0
+    net = torch_from_onnx(base / "model.onnx", mcfg)
+    net.train()
+    if cfg.freeze_encoder:
+        for prm in net.encoder.parameters():
+            prm.requires_grad_(False)
+    opt = torch.optim.AdamW([q for q in net.parameters() if q.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
+    curve = []
+    for step in range(1, cfg.steps + 1):
+        xs, ys, ws = zip(*(_augment(rng, *data[int(rng.integers(len(data)))], cfg.patch) for _ in range(cfg.batch)))
+        x = torch.from_numpy(normalize(np.stack(xs)[:, None]))
+        y, w = torch.from_numpy(np.stack(ys)), torch.from_numpy(np.stack(ws))
+        logits = net(x)
+        l_fg = (F.binary_cross_entropy_with_logits(logits[:, 0], y[:, 0], reduction="none") * w).sum() / w.sum().clamp(min=1)
+        bw = w * (1 + (cfg.border_weight - 1) * y[:, 1])
+        l_b = (F.binary_cross_entropy_with_logits(logits[:, 1], y[:, 1], reduction="none") * bw).sum() / bw.sum().clamp(min=1)
+        loss = l_fg + l_b
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        curve.append({"step": step, "loss": round(loss.item(), 5)})
+        if progress and (step % 20 == 0 or step == cfg.steps):
+            progress({"step": step, "loss": float(np.mean([c["loss"] for c in curve[-20:]])),
+                      "elapsed_s": round(time.perf_counter() - t0, 1)})
+    net.eval()
+    export_onnx(net, out / "model.onnx")
+    record = json.loads(json.dumps(meta))
+    record.setdefault("input", {})["normalization_in_graph"] = False  # exported plain; baked below
+    record.update({
+        "adaptation": {"route": "self-training on confident pseudo-labels", "base": str(base),
+                       "base_record": meta.get("config"), "images": [str(p) for p in cfg.images],
+                       "config": asdict(cfg), "curve": curve[:: max(1, len(curve) // 200)],
+                       "seconds": {"pseudo_labels": round(t_data, 1),
+                                   "train": round(time.perf_counter() - t0 - t_data, 1)},
+                       "machine": f"{platform.machine()}, torch {torch.__version__}, {cfg.threads} threads",
+                       "human_masks_used": bool(cfg.reference_masks)},
+        "onnx_bytes": (out / "model.onnx").stat().st_size,
+    })
+    (out / "training.json").write_text(json.dumps(record, indent=1))
+    from ..inference.onnx_graph import bake_normalization
+
+    bake_normalization(out)  # the served file takes the plain gray image, as every shipped model
+    record = json.loads((out / "training.json").read_text())
+    record["onnx_bytes"] = (out / "model.onnx").stat().st_size
+    (out / "training.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".dm3", ".dm4")
+
+
+def _next_version(folder: Path) -> int:
+    vs = [int(p.name) for p in folder.glob("*") if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
+    return max(vs, default=0) + 1
+
+
+def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base: str = "", steps: int = 200,
+                  batch: int = 4, patch: int = 192, seed: int = 0, threads: int = 1, freeze_encoder: bool = True,
+                  pseudo: dict | None = None, reference_masks: str = "", progress: Callable[[str], None] | None = None) -> dict:
+    """``semforge adapt``: new version(s) of the model folder ``out`` adapted to the images of ``images``.
+
+    ``folds`` = 0: one version from all images. ``folds`` = k >= 2: k versions, version i trained on
+    every image outside fold i (contiguous blocks of the sorted names), and ``out/folds.json`` saying
+    which images each version saw -- so that each image can be scored by a version that never saw it.
+    """
+    import shutil
+
+    from ..errors import UserInputError
+    from ..inference import SHIPPED, model_dir
+
+    src = Path(images)
+    if not src.is_dir():
+        raise FileNotFoundError(f"no image folder {src}")
+    paths = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {src}")
+    if folds == 1 or folds < 0 or folds > len(paths):
+        raise UserInputError(f"--folds must be 0 or 2..{len(paths)}, got {folds}", field="folds")
+    base_dir = Path(base) if base else model_dir(SHIPPED[modality]) if modality in SHIPPED else None
+    if base_dir is None:
+        raise UserInputError(f"unknown modality {modality!r}; use se, him, stem or tem", field="modality")
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    # servable by Triton like the base: its configs (renamed) and, per version, its model.py
+    for cfg_file in [base_dir.parent / "config.pbtxt", *sorted((base_dir.parent / "configs").glob("*.pbtxt"))]:
+        target = dest / cfg_file.relative_to(base_dir.parent)
+        if cfg_file.exists() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(cfg_file.read_text().replace(f'"{base_dir.parent.name}"', f'"{dest.name}"'))
+    if folds:
+        bounds = np.linspace(0, len(paths), folds + 1).round().astype(int)
+        groups = [paths[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        plans = [[p for p in paths if p not in g] for g in groups]
+    else:
+        plans = [paths]
+    versions = {}
+    for plan in plans:
+        v = _next_version(dest)
+        cfg = AdaptConfig(images=[str(p) for p in plan], modality=modality, base=str(base_dir), steps=steps,
+                          batch=batch, patch=patch, seed=seed, threads=threads, freeze_encoder=freeze_encoder,
+                          reference_masks=reference_masks, **(pseudo or {}))
+        say = (lambda ev, v=v: progress(f"version {v}: step {ev['step']}/{steps} loss {ev['loss']:.4f} "
+                                        f"({ev['elapsed_s']:.0f} s)")) if progress else None
+        adapt_segmenter(cfg, dest / str(v), progress=say)
+        if (base_dir / "model.py").exists():
+            shutil.copy(base_dir / "model.py", dest / str(v) / "model.py")
+        versions[str(v)] = [p.stem for p in plan]
+    if folds:
+        (dest / "folds.json").write_text(json.dumps({"key": dest.name, "modality": modality, "versions": versions},
+                                                    indent=1))
+    return {"out": str(dest), "versions": versions}

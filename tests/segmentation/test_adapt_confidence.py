@@ -1,0 +1,99 @@
+"""#16: per-image confidence flags; adaptation from unlabeled images (weights rebuilt from ONNX, a new version)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from semforge.inference import SHIPPED, OnnxSegmenter, model_dir
+from semforge.segmentation.confidence import image_confidence
+from semforge.synth import synthetic_sem
+
+
+def _crisp(shape=(200, 300), seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    p = np.zeros((2, *shape), np.float32) + 0.01
+    for _ in range(30):
+        cy, cx, r = rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.integers(5, 15)
+        p[0][(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 0.99
+    return p
+
+
+def test_confidence_flags_empty_implausible_and_unsure_fields():
+    ok = image_confidence(_crisp())
+    assert ok["trusted"] and ok["flags"] == [] and ok["score"] > 0.5
+    blank = image_confidence(np.zeros((2, 100, 100), np.float32))
+    assert not blank["trusted"] and blank["flags"] == ["empty_prediction"] and blank["score"] == 0.0
+    full = image_confidence(np.full((100, 100), 0.97, np.float32))
+    assert "implausible_foreground" in full["flags"]
+    unsure = _crisp()
+    unsure[0] = np.where(unsure[0] > 0.5, 0.6, 0.3)  # the same particles, but hesitant everywhere
+    u = image_confidence(unsure)
+    assert "low_confidence" in u["flags"] and u["score"] < ok["score"]
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        image_confidence(np.full((10, 10), 2.0))
+    with pytest.raises(ValueError, match="shape"):
+        image_confidence(np.zeros(10))
+
+
+def test_shipped_weights_rebuild_in_torch_from_the_onnx_file():
+    import torch
+
+    from semforge.segmentation.adapt import torch_from_onnx
+    from semforge.segmentation.model import ModelConfig, normalize
+
+    for mod in ("se", "tem"):
+        d = model_dir(SHIPPED[mod])
+        meta = json.loads((d / "training.json").read_text())
+        net = torch_from_onnx(d / "model.onnx", ModelConfig(**meta["config"]["model"]))
+        x = np.random.default_rng(1).random((1, 1, 96, 128)).astype(np.float32)
+        with torch.no_grad():
+            ref = torch.sigmoid(net.eval()(torch.from_numpy(normalize(x)))).numpy()
+            # no batch statistics left in the live path: training mode computes the same function
+            same = torch.sigmoid(net.train()(torch.from_numpy(normalize(x)))).numpy()
+        assert np.abs(same - ref).max() < 1e-5
+        got = OnnxSegmenter(SHIPPED[mod], threads=1).run(x)
+        assert np.abs(got - ref).max() < 1e-4 and ref.std() > 1e-3
+
+
+def test_adapt_writes_fold_versions_from_unlabeled_images(tmp_path):
+    from semforge.cli import main
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for k in range(2):
+        img, _ = synthetic_sem(seed=k, size=(224, 256), n_particles=15, databar_rows=0, radius_px=(10, 2))
+        tifffile.imwrite(imgs / f"a{k}.tif", img)
+    out = tmp_path / "repo" / "semforge_unetpp_se_adapted"
+    rc = main(["adapt", "--images", str(imgs), "--modality", "se", "--out", str(out), "--folds", "2",
+               "--steps", "2", "--batch", "1", "--patch", "128", "--quiet"])
+    assert rc == 0
+    folds = json.loads((out / "folds.json").read_text())
+    assert folds["versions"] == {"1": ["a1"], "2": ["a0"]} and folds["modality"] == "se"
+    rec = json.loads((out / "1" / "training.json").read_text())
+    assert rec["adaptation"]["human_masks_used"] is False and rec["outputs"] == ["particle", "border"]
+    assert rec["adaptation"]["images"] == [str(imgs / "a1.tif")]
+    assert 'name: "semforge_unetpp_se_adapted"' in (out / "config.pbtxt").read_text()
+    assert (out / "configs" / "cpu.pbtxt").exists() and (out / "1" / "model.py").exists()
+    seg = OnnxSegmenter(out.name, version=2, repo=out.parent, threads=1)
+    p = seg.predict_channels(np.random.default_rng(0).random((128, 160)).astype(np.float32))
+    assert p.shape == (2, 128, 160) and np.isfinite(p).all()
+    # a second plain run is the next version
+    assert main(["adapt", "--images", str(imgs), "--modality", "se", "--out", str(out), "--steps", "1",
+                 "--batch", "1", "--patch", "128", "--quiet"]) == 0
+    assert (out / "3" / "model.onnx").exists()
+
+
+def test_adapt_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    from semforge.cli import main
+
+    assert main(["adapt", "--images", str(tmp_path / "none"), "--modality", "se", "--out", str(tmp_path / "o")]) == 2
+    assert "no image folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["adapt", "--images", str(tmp_path / "empty"), "--modality", "se", "--out", str(tmp_path / "o")]) == 2
+    assert "no images" in capsys.readouterr().err
