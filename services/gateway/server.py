@@ -19,12 +19,13 @@ from semforge.common.v1 import common_pb2
 from semforge.errors import ObjectTooLarge, UserInputError
 from semforge.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from semforge.jobs import JobRunner
+from semforge.jobs.tenancy import no_object, owns_upload, record_upload, tenant_of
 from semforge.rpc import (ServiceConfig, build_server, configure_logging, env_float, env_int, env_str,
                           map_exceptions, serve_forever)
-from semforge.rpc.convert import analysis_options_from_pb, calibration_pb, put_facts, ref_pb
+from semforge.rpc.convert import analysis_options_from_pb, calibration_pb, facts_key, put_facts, ref_pb
 from semforge.rpc.stages import RemoteStages, ServiceStubs, image_facts
-from semforge.security import service_channel
-from semforge.storage import ObjectNotFound, ObjectStore, open_store, validate_key
+from semforge.security import current_identity, service_channel
+from semforge.storage import BLOB_PREFIX, ObjectNotFound, ObjectStore, open_store, validate_key
 
 log = logging.getLogger("semforge.gateway")
 
@@ -35,7 +36,9 @@ class GatewayConfig(ServiceConfig):
     ``MAX_MEGAPIXELS``, ``STORE_RETRY_S`` (how long a job waits for the store/services to come back),
     ``RESUME_AFTER_S`` (a job silent for longer than this, not finished, is resumed by one other replica),
     ``JOB_WORKERS``, ``CALL_TIMEOUT_S`` (deadline of each call to segment/measure/classify: a hung service
-    fails the job with DEADLINE_EXCEEDED instead of stalling it)."""
+    fails the job with DEADLINE_EXCEEDED instead of stalling it), ``JOB_RETENTION_DAYS`` /
+    ``JOB_RETENTION_MAX_PER_TENANT`` (finished jobs older than that, or beyond the newest N of a tenant, are
+    deleted; 0 = keep)."""
 
     segment_addr: str = ""
     measure_addr: str = ""
@@ -46,6 +49,8 @@ class GatewayConfig(ServiceConfig):
     resume_after_s: float = 60.0
     job_workers: int = 2
     call_timeout_s: float = 600.0
+    retention_days: float = 0.0
+    retention_max_jobs: int = 0
 
     @classmethod
     def from_env(cls, **overrides):
@@ -59,6 +64,8 @@ class GatewayConfig(ServiceConfig):
         cfg.resume_after_s = env_float("RESUME_AFTER_S", 60.0, minimum=1)
         cfg.job_workers = env_int("JOB_WORKERS", 2, minimum=1)
         cfg.call_timeout_s = env_float("CALL_TIMEOUT_S", 600.0, minimum=0.1)
+        cfg.retention_days = env_float("JOB_RETENTION_DAYS", 0.0, minimum=0)
+        cfg.retention_max_jobs = env_int("JOB_RETENTION_MAX_PER_TENANT", 0, minimum=0)
         for k, v in overrides.items():
             setattr(cfg, k, v)
         return cfg
@@ -76,6 +83,10 @@ def _unavailable(exc: BaseException) -> bool:
     return exc.code() == grpc.StatusCode.UNAVAILABLE
 
 
+def _not_found(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.NOT_FOUND
+
+
 def _describe(exc: BaseException, call_timeout_s: float | None = None) -> str | None:
     if not isinstance(exc, grpc.RpcError):
         return None
@@ -91,8 +102,9 @@ def job_runner(store: ObjectStore, cfg: GatewayConfig) -> JobRunner:
     return JobRunner(store, lambda job: RemoteStages(store, stubs, output_prefix=f"jobs/{job.job_id}/report/"),
                      options_of=analysis_options_from_pb, name_of=lambda ref: image_facts(store, ref.key)[1],
                      transient=_unavailable, describe=lambda exc: _describe(exc, cfg.call_timeout_s),
-                     workers=cfg.job_workers,
-                     resume_after_s=cfg.resume_after_s, retry_s=cfg.store_retry_s)
+                     missing=_not_found, workers=cfg.job_workers,
+                     resume_after_s=cfg.resume_after_s, retry_s=cfg.store_retry_s,
+                     retention_days=cfg.retention_days, retention_max_jobs=cfg.retention_max_jobs)
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -142,20 +154,23 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise
         if not known:
             put_facts(self.store, info.key, facts, name)
+        # dedup as this tenant sees it: only its own earlier upload counts (the shared blob tells it nothing)
+        dedup = record_upload(self.store, tenant_of(current_identity()), info.key, name) and dedup
         image = common_pb2.ImageInfo(ref=ref_pb(info, "application/octet-stream"), name=name, width=facts.width,
                                      height=facts.height, specimen_rows=facts.detected_rows, format=facts.format,
                                      calibration=calibration_pb(facts.calibration))
         return gateway_pb2.UploadResponse(image=image, deduplicated=dedup)
 
     def _create(self, req):
-        return self.runner.create(list(req.images), list(req.names), req.options, req.sample)
+        return self.runner.create(list(req.images), list(req.names), req.options, req.sample,
+                                  identity=current_identity())
 
     @map_exceptions
     def Analyze(self, request, context):
         job = self._create(request)
         for ev in self.runner.events.stream(job.job_id, context.is_active):
             yield gateway_pb2.AnalyzeResponse(event=ev)
-        yield gateway_pb2.AnalyzeResponse(job=self.runner.jobs.load(job.job_id))
+        yield gateway_pb2.AnalyzeResponse(job=self.runner.get(job.job_id, current_identity()))
 
     @map_exceptions
     def SubmitJob(self, request, context):
@@ -163,29 +178,59 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     @map_exceptions
     def GetJob(self, request, context):
-        return gateway_pb2.GetJobResponse(job=self.runner.jobs.load(request.job_id))
+        return gateway_pb2.GetJobResponse(job=self.runner.get(request.job_id, current_identity()))
 
     @map_exceptions
     def ListJobs(self, request, context):
         if request.limit < 0:
             raise UserInputError(f"limit must be >= 0, got {request.limit}", field="limit")
-        return gateway_pb2.ListJobsResponse(jobs=self.runner.jobs.list(request.limit))
+        jobs, token = self.runner.jobs.page(current_identity(), request.page_size or request.limit,
+                                            request.page_token)
+        return gateway_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    @map_exceptions
+    def DeleteJob(self, request, context):
+        n = self.runner.delete(request.job_id, current_identity())
+        return gateway_pb2.DeleteJobResponse(job_id=request.job_id, objects_deleted=n)
 
     @map_exceptions
     def CancelJob(self, request, context):
-        return gateway_pb2.CancelJobResponse(job=self.runner.cancel(request.job_id))
+        return gateway_pb2.CancelJobResponse(job=self.runner.cancel(request.job_id, current_identity()))
 
     @map_exceptions
     def WatchJob(self, request, context):
-        self.runner.jobs.load(request.job_id)
+        ident = current_identity()
+        self.runner.get(request.job_id, ident)
         for ev in self.runner.events.stream(request.job_id, context.is_active):
             yield gateway_pb2.WatchJobResponse(event=ev)
-        yield gateway_pb2.WatchJobResponse(job=self.runner.jobs.load(request.job_id))
+        yield gateway_pb2.WatchJobResponse(job=self.runner.get(request.job_id, ident))
+
+    def _ref_key(self, key: str, ident) -> str:
+        """The key of a Download by reference, if the caller may have it: its own upload (content addressed:
+        through its ownership record) or a report file of a job it may see. Everything else -- another
+        tenant's upload, job records, per-image state, internal objects -- is NOT_FOUND, like a missing key."""
+        key = validate_key(key)
+        if key.startswith(BLOB_PREFIX):
+            # an upload (it has its facts record; masks, label images and tables do not) that is the caller's
+            if (owns_upload(self.store, ident, key) and self.store.exists(facts_key(key))
+                    and self.store.exists(key)):
+                return key
+            raise no_object(key)
+        parts = key.split("/")
+        if len(parts) >= 4 and parts[0] == "jobs" and parts[2] == "report":
+            try:
+                job = self.runner.get(parts[1], ident)
+            except (UserInputError, ObjectNotFound):
+                raise no_object(key) from None
+            if any(v.key == key for n, v in job.outputs.items() if not n.startswith("_state/")):
+                return key
+        raise no_object(key)
 
     @map_exceptions
     def Download(self, request, context):
+        ident = current_identity()
         if request.job_id:
-            job = self.runner.jobs.load(request.job_id)
+            job = self.runner.get(request.job_id, ident)
             if request.name not in job.outputs or request.name.startswith("_state/"):
                 names = sorted(k for k in job.outputs if not k.startswith("_state/"))
                 if job.state != common_pb2.JOB_STATE_SUCCEEDED:
@@ -194,7 +239,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 raise ObjectNotFound(f"job {job.job_id} has no output {request.name!r}; available: {', '.join(names)}")
             key = job.outputs[request.name].key
         elif request.ref.key:
-            key = validate_key(request.ref.key)
+            key = self._ref_key(request.ref.key, ident)
         else:
             raise UserInputError("give a job_id and output name, or an object reference", field="job_id")
         total = self.store.stat(key).size
@@ -230,7 +275,7 @@ def main() -> None:
     store = open_store(cfg.store)
     add, runner = register(store, cfg)
     srv = build_server("gateway", add, cfg, ready_check=lambda: ready(store, cfg))
-    serve_forever([srv], cfg.grace_s)
+    serve_forever([srv], cfg.grace_s, on_stop=runner.release)  # SIGTERM: other replicas resume our jobs now
     runner.close(cfg.grace_s)
 
 

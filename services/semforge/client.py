@@ -183,6 +183,25 @@ class GatewayClient:
         self.download_outputs(job, outdir)
         return job
 
+    def list_jobs(self, *, page_size: int = 100, page_token: str = "") -> tuple[list, str]:
+        """One page of the caller's jobs, newest first, and the token of the next page ("" on the last)."""
+        r = self.stub.ListJobs(gateway_pb2.ListJobsRequest(page_size=page_size, page_token=page_token),
+                               timeout=self.timeout_s)
+        return list(r.jobs), r.next_page_token
+
+    def iter_jobs(self, *, page_size: int = 100):
+        """Every job the caller may see, newest first, page by page."""
+        token = ""
+        while True:
+            jobs, token = self.list_jobs(page_size=page_size, page_token=token)
+            yield from jobs
+            if not token:
+                return
+
+    def delete_job(self, job_id: str) -> int:
+        """Delete a finished job (record and report); returns the number of objects removed."""
+        return self.stub.DeleteJob(gateway_pb2.DeleteJobRequest(job_id=job_id), timeout=self.timeout_s).objects_deleted
+
     def download(self, job_id: str, name: str, dest: str | os.PathLike) -> int:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -44,13 +44,19 @@ def test_embedded_local_client_works_internal_services_refuse(emb, sample_tiff, 
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     tok, _ = TokenRegistry(tmp_path / "home" / "tokens.json").issue("dana", "group-d")
     with GatewayClient(emb.gateway_address, token=tok) as c:
+        with pytest.raises(grpc.RpcError) as e:  # the local admin's job is not group-d's (#15 tenants)
+            list(c.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job_id), timeout=10))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        up = c.upload(path)  # dana's own upload of the same file, and her own job
+        job_id = c.stub.SubmitJob(gateway_pb2.SubmitJobRequest(
+            request=gateway_pb2.AnalyzeRequest(images=[up.image.ref]))).job.job_id
         for msg in c.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job_id), timeout=120):
             last = msg
     assert last.job.state == 3, last  # SUCCEEDED: the gateway's own calls to segment/measure/classify passed
     watch = [r for r in caplog.records if r.name == "semforge.audit" and getattr(r, "method", "") == "WatchJob"]
     assert watch and watch[-1].user == "dana" and watch[-1].job_id == job_id and watch[-1].code == "OK"
     submit = [r for r in caplog.records if r.name == "semforge.audit" and getattr(r, "method", "") == "SubmitJob"]
-    assert submit and submit[0].user == "local" and submit[0].job_id == job_id
+    assert submit and submit[0].user == "local" and submit[-1].user == "dana" and submit[-1].job_id == job_id
     with GatewayClient(emb.gateway_address, token=tok) as c:
         data = b"".join(m.data for m in c.stub.Download(gateway_pb2.DownloadRequest(ref=up.image.ref), timeout=30))
     assert data == path.read_bytes()

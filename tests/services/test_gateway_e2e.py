@@ -314,7 +314,7 @@ def test_client_disconnect_mid_upload_leaves_no_object(emb, stub):
 
 def test_stale_job_of_a_dead_replica_is_resumed(tmp_path, sample_tiff):
     """A job left RUNNING by a replica that died is picked up by another one and finished."""
-    from google.protobuf import json_format
+    from semforge.jobs import JobStore
 
     path, _ = sample_tiff
     store = LocalStore(tmp_path / "store")
@@ -328,7 +328,7 @@ def test_stale_job_of_a_dead_replica_is_resumed(tmp_path, sample_tiff):
                          updated_at="2026-01-01T00:00:00+00:00", images_total=1, sample="orphan")
     job.inputs.append(ref)
     job.input_names.append("orphan")
-    store.put_bytes(f"jobs/{job.job_id}/job.json", json_format.MessageToJson(job).encode())
+    JobStore(store).create(job)  # as the dead replica wrote it: record, index entries, active marker
     second = start_embedded(store=store, resume_after_s=1.0)
     try:
         deadline = time.monotonic() + 60

@@ -20,9 +20,10 @@ def register(sub) -> None:
     ca.add_argument("--quiet", action="store_true")
     cu = csub.add_parser("upload", help="upload images (content addressed)")
     cu.add_argument("images", nargs="+", metavar="IMAGE")
-    cj = csub.add_parser("jobs", help="list jobs")
-    cj.add_argument("--limit", type=int, default=20)
-    for name in ("status", "cancel"):
+    cj = csub.add_parser("jobs", help="list your jobs (a facility admin: everybody's), newest first")
+    cj.add_argument("--limit", type=int, default=20, help="jobs per page")
+    cj.add_argument("--page-token", default="", help="the token printed after the previous page")
+    for name in ("status", "cancel", "delete"):
         x = csub.add_parser(name, help=f"{name} of a job")
         x.add_argument("job_id")
     cf = csub.add_parser("fetch", help="download a job's report")
@@ -48,8 +49,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{p}\t{r.image.ref.key}\t{r.image.width}x{r.image.height}\t"
                       f"{r.image.calibration.pixel_size_nm or 'uncalibrated'}")
         elif args.action == "jobs":
-            for j in c.stub.ListJobs(gateway_pb2.ListJobsRequest(limit=args.limit)).jobs:
+            jobs, token = c.list_jobs(page_size=args.limit, page_token=args.page_token)
+            for j in jobs:
                 print(f"{j.job_id}\t{state(j.state)}\t{j.images_done}/{j.images_total}\t{j.created_at}\t{j.message}")
+            if token:
+                print(f"# more: --page-token {token}")
+        elif args.action == "delete":
+            n = c.delete_job(args.job_id)
+            print(f"{args.job_id}\tdeleted ({n} objects)")
         elif args.action == "status":
             j = c.stub.GetJob(gateway_pb2.GetJobRequest(job_id=args.job_id)).job
             print(f"{j.job_id}\t{state(j.state)}\t{j.images_done}/{j.images_total}\t{j.message}")

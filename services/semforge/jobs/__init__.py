@@ -7,6 +7,7 @@ any job. The gateway is a thin gRPC adapter over :class:`JobRunner`.
 
 from .events import EventHub
 from .records import TERMINAL, JobStore
-from .runner import JobRunner
+from .runner import FairQueue, JobRunner
+from . import tenancy
 
-__all__ = ["EventHub", "JobRunner", "JobStore", "TERMINAL"]
+__all__ = ["EventHub", "FairQueue", "JobRunner", "JobStore", "TERMINAL", "tenancy"]

@@ -9,6 +9,7 @@ scan that takes a create-only lease so one replica resumes a stale job.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -20,15 +21,52 @@ from typing import Any, Callable
 from ..analysis import Calibration, ImageDecodeError
 from ..errors import Cancelled, UserInputError
 from ..pipeline import AnalysisOptions, ImageOutcome, Measured, Prepared, Stages, analyze_image, unique_names
-from ..storage import ObjectNotFound, ObjectStore, StorageUnavailable, validate_key
+from ..storage import ObjectNotFound, ObjectStore, StorageUnavailable, key_segment, validate_key
 from .events import EventHub
 from .records import CANCEL_MESSAGE, TERMINAL, JobStore, age_s, now
+from .tenancy import no_object, owner_of, owns_upload, sees_all, tenant_of, upload_name
 
 __all__ = ["JobRunner"]
 
 log = logging.getLogger("semforge.jobs")
 
 _PER_IMAGE = ("load", "segment", "measure", "classify")
+
+
+class FairQueue:
+    """Job ids queued per tenant, served round robin: a tenant with 20 queued jobs delays another tenant's
+    single job by at most one job per worker, not by its 20."""
+
+    def __init__(self):
+        self._queues: dict[str, collections.deque] = {}
+        self._order: collections.deque = collections.deque()  # tenants with queued jobs, next first
+        self._cond = threading.Condition()
+
+    def put(self, job_id: str, tenant: str = "") -> None:
+        with self._cond:
+            q = self._queues.get(tenant)
+            if q is None:
+                q = self._queues[tenant] = collections.deque()
+                self._order.append(tenant)
+            q.append(job_id)
+            self._cond.notify()
+
+    def get(self, timeout: float | None = None) -> str:
+        with self._cond:
+            if not self._order and not self._cond.wait_for(lambda: bool(self._order), timeout):
+                raise queue.Empty
+            tenant = self._order.popleft()
+            q = self._queues[tenant]
+            job_id = q.popleft()
+            if q:
+                self._order.append(tenant)  # back of the line
+            else:
+                del self._queues[tenant]
+            return job_id
+
+    def qsize(self) -> int:
+        with self._cond:
+            return sum(len(q) for q in self._queues.values())
 
 
 class _Stopping(Exception):
@@ -59,21 +97,30 @@ class JobRunner:
         ``transient(exc)`` -> True when a stage failed because a service is unavailable (retried).
     describe : callable
         ``describe(exc)`` -> the job message for an exception the library does not know (or None).
+    missing : callable
+        ``missing(exc)`` -> True when a stage failed because an object it reads is not (or no longer) stored;
+        if the image itself is still stored, the image is redone (an intermediate result was lost).
     """
 
     def __init__(self, store: ObjectStore, stages_for: Callable[[Any], Stages], *,
                  options_of: Callable[[Any], AnalysisOptions], name_of: Callable[[Any], str] = lambda ref: "",
                  transient: Callable[[BaseException], bool] = lambda exc: False,
                  describe: Callable[[BaseException], str | None] = lambda exc: None,
-                 workers: int = 2, resume_after_s: float = 60.0, retry_s: float = 300.0):
+                 workers: int = 2, resume_after_s: float = 60.0, retry_s: float = 300.0,
+                 retention_days: float = 0.0, retention_max_jobs: int = 0, retention_every_s: float = 600.0,
+                 missing: Callable[[BaseException], bool] = lambda exc: False):
         self.store = store
         self.jobs = JobStore(store)
         self.events = EventHub(self.jobs)
         self.stages_for, self.options_of, self.name_of = stages_for, options_of, name_of
-        self.transient, self.describe = transient, describe
+        self.transient, self.describe, self.missing = transient, describe, missing
         self.n_workers, self.resume_after_s, self.retry_s = workers, resume_after_s, retry_s
+        self.retention_days, self.retention_max_jobs = retention_days, retention_max_jobs
+        self.retention_every_s = retention_every_s
         self.replica = uuid.uuid4().hex[:8]
-        self._queue: queue.Queue = queue.Queue()
+        self._queue = FairQueue()
+        self._indexed = False
+        self._leases: dict[str, set] = {}  # job id -> resume leases when this replica started running it
         self._mine: set[str] = set()  # queued or running here (kept alive by the heartbeat)
         self._cancelled_here: set[str] = set()
         self._lock = threading.Lock()
@@ -84,29 +131,56 @@ class JobRunner:
     def start(self) -> "JobRunner":
         if self._threads:
             return self
+        try:
+            self.jobs.ensure_index()
+            self._indexed = True
+        except Exception:  # noqa: BLE001 - the store may be down now; the resume scan indexes them
+            log.exception("indexing older job records failed")
         for i in range(self.n_workers):
             self._threads.append(threading.Thread(target=self._worker, name=f"jobs-{i}", daemon=True))
         self._threads.append(threading.Thread(target=self._resumer, name="jobs-resume", daemon=True))
         self._threads.append(threading.Thread(target=self._heartbeat, name="jobs-heartbeat", daemon=True))
+        if self.retention_days > 0 or self.retention_max_jobs > 0:
+            self._threads.append(threading.Thread(target=self._retention, name="jobs-retention", daemon=True))
         for t in self._threads:
             t.start()
         return self
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop taking work; a running job stops at its next stage and stays resumable."""
-        self._stopping.set()
+        """Stop: :meth:`release`, then wait up to ``timeout`` for the threads."""
+        self.release()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self._threads = []
+
+    def release(self) -> None:
+        """Stop taking work (SIGTERM), at once: every job queued or running here is released, so another
+        replica resumes it on its next scan (about a second) instead of after ``resume_after_s``; a running
+        job stops at its next stage and this replica writes nothing more to it. Idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        with self._lock:
+            mine = list(self._mine)
+        for job_id in mine:
+            try:
+                self.jobs.release(job_id, self.replica)
+            except Exception:  # noqa: BLE001 - store down: the resume timer still covers it
+                log.warning("could not release job %s; another replica resumes it after %.0f s", job_id,
+                            self.resume_after_s, extra={"job_id": job_id})
+        if mine:
+            log.info("released %d job(s) to the other replicas", len(mine))
 
     @property
     def stopping(self) -> threading.Event:
         return self._stopping
 
     # -- requests ---------------------------------------------------------------------------
-    def create(self, images, names, options, sample: str = ""):
-        """Validate a request, save the job record (QUEUED) and queue it here."""
+    def create(self, images, names, options, sample: str = "", identity=None):
+        """Validate a request, save the job record (QUEUED, owned by the caller's tenant) and queue it here.
+        Every image must be an upload of that tenant (a facility admin: any stored object)."""
+        tenant = tenant_of(identity)
         if not images:
             raise UserInputError("no images given: upload images first and pass their references", field="images")
         self.options_of(options)  # validates modality, separation, pixel size, data bar
@@ -117,11 +191,15 @@ class JobRunner:
             if not ref.key:
                 raise UserInputError(f"image {i}: empty object reference", field=f"images[{i}].key")
             validate_key(ref.key)
-            if not self.store.exists(ref.key):
-                raise ObjectNotFound(f"image {i}: no object {ref.key!r}; upload it first")
-            name = (names[i] if names else "") or self.name_of(ref) or f"image{i + 1}"
+            if not owns_upload(self.store, identity, ref.key) or not self.store.exists(ref.key):
+                raise ObjectNotFound(f"image {i}: {no_object(ref.key)}")
+            given = names[i] if names else ""
+            name = (given or upload_name(self.store, tenant, ref.key)
+                    or (self.name_of(ref) if sees_all(identity) else "") or f"image{i + 1}")
             name = Path(name).name
             name = name.rsplit(".", 1)[0] if "." in name else name
+            if not given:  # a stored file name (spaces, accents): as a key segment
+                name = key_segment(name)
             validate_key(name)
             if name in chosen:
                 name = f"{name}_{i + 1}"
@@ -129,28 +207,36 @@ class JobRunner:
         unique_names(chosen)
         pb = _pb()
         job = pb.Job(job_id=uuid.uuid4().hex, state=pb.JOB_STATE_QUEUED, created_at=now(),
-                     images_total=len(images), sample=sample or "sample")
+                     images_total=len(images), sample=sample or "sample", tenant=tenant, owner=owner_of(identity))
         job.inputs.extend(images)
         job.input_names.extend(chosen)
         job.options.CopyFrom(options)
-        self.jobs.save(job)
+        self.jobs.create(job)
         self.events.open(job.job_id)
         self.events.emit(job, -1, "", "queued", 0.0, "queued")
-        self._enqueue(job.job_id)
+        self._enqueue(job.job_id, tenant)
         return job
 
-    def cancel(self, job_id: str):
+    def get(self, job_id: str, identity=None):
+        return self.jobs.get(job_id, identity)
+
+    def delete(self, job_id: str, identity=None) -> int:
+        """Remove a finished job the caller may see; returns the number of objects removed."""
+        return self.jobs.delete(job_id, identity)
+
+    def cancel(self, job_id: str, identity=None):
+        self.jobs.get(job_id, identity, raw=True)
         job = self.jobs.request_cancel(job_id)
         with self._lock:
             if job_id in self._mine:
                 self._cancelled_here.add(job_id)
         return job
 
-    def _enqueue(self, job_id: str) -> None:
+    def _enqueue(self, job_id: str, tenant: str = "") -> None:
         with self._lock:
             self._mine.add(job_id)
         self.events.open(job_id)
-        self._queue.put(job_id)
+        self._queue.put(job_id, tenant)
 
     # -- threads ----------------------------------------------------------------------------
     def _worker(self) -> None:
@@ -167,6 +253,7 @@ class JobRunner:
                 with self._lock:
                     self._mine.discard(job_id)
                     self._cancelled_here.discard(job_id)
+                    self._leases.pop(job_id, None)
                 self.events.close(job_id)
 
     def _heartbeat(self) -> None:
@@ -182,21 +269,44 @@ class JobRunner:
                     log.exception("heartbeat of job %s failed", job_id)
 
     def _resumer(self) -> None:
-        while not self._stopping.wait(max(1.0, self.resume_after_s / 4)):
+        every = max(1.0, self.resume_after_s / 4)
+        last_full = time.monotonic()
+        while not self._stopping.wait(1.0):
+            full = time.monotonic() - last_full >= every
             try:
-                self.resume_stale()
+                self.resume_stale(released_only=not full)
             except StorageUnavailable:
                 continue
             except Exception:  # noqa: BLE001
                 log.exception("resume scan failed")
+            if full:
+                last_full = time.monotonic()
 
-    def resume_stale(self) -> list[str]:
-        """Take over unfinished jobs whose replica went silent; returns the ids this replica took."""
-        taken = []
-        for key in self.store.list("jobs/"):
-            if not key.endswith("/job.json"):
+    def _retention(self) -> None:
+        while not self._stopping.wait(self.retention_every_s):
+            try:
+                self.apply_retention()
+            except StorageUnavailable:
                 continue
-            job_id = key.split("/")[1]
+            except Exception:  # noqa: BLE001
+                log.exception("retention pass failed")
+
+    def apply_retention(self) -> list[str]:
+        """Delete finished jobs beyond the retention policy (``retention_days``, ``retention_max_jobs``)."""
+        gone = self.jobs.apply_retention(max_age_days=self.retention_days, max_per_tenant=self.retention_max_jobs)
+        if gone:
+            log.info("retention removed %d finished job(s)", len(gone))
+        return gone
+
+    def resume_stale(self, *, released_only: bool = False) -> list[str]:
+        """Take over unfinished jobs whose replica went silent or released them (stopped); returns the ids this
+        replica took. Reads only the ``active/`` and ``released/`` markers, never the whole job history."""
+        if not self._indexed:
+            self.jobs.ensure_index()  # records older than the index (once per store)
+            self._indexed = True
+        taken = []
+        released = set(self.jobs.released_ids())
+        for job_id in sorted(released) if released_only else self.jobs.active_ids():
             with self._lock:
                 if job_id in self._mine:
                     continue
@@ -204,13 +314,18 @@ class JobRunner:
                 job = self.jobs.load(job_id, raw=True)
             except (ObjectNotFound, UserInputError):
                 continue
-            if job.state in TERMINAL or age_s(self.jobs.last_alive(job)) < self.resume_after_s:
+            if job.state in TERMINAL:
+                self.jobs.finished(job_id)
+                continue
+            if job_id not in released and age_s(self.jobs.last_alive(job)) < self.resume_after_s:
                 continue
             if not self.jobs.take_resume_lease(job, self.replica):
                 continue  # another replica won this state
-            log.info("resuming stale job %s", job_id, extra={"job_id": job_id})
+            self.jobs.unrelease(job_id)
+            log.info("resuming %s job %s", "released" if job_id in released else "stale", job_id,
+                     extra={"job_id": job_id})
             taken.append(job_id)
-            self._enqueue(job_id)
+            self._enqueue(job_id, job.tenant)
         return taken
 
     # -- one job ----------------------------------------------------------------------------
@@ -219,8 +334,29 @@ class JobRunner:
             raise _Stopping()
         with self._lock:
             here = job.job_id in self._cancelled_here
-        if here or self.jobs.cancel_requested(job.job_id):
+        if here:
             raise Cancelled()
+        try:
+            requested = self.jobs.cancel_requested(job.job_id)
+        except StorageUnavailable:  # the store is away: cannot tell now, the next check will (never fail the job)
+            requested = False
+        if requested:
+            raise Cancelled()
+        if self._taken_over(job.job_id):
+            log.warning("job %s was resumed by another replica (this one looked dead, e.g. during a store outage); "
+                        "leaving it to that replica", job.job_id, extra={"job_id": job.job_id})
+            raise _Stopping()
+
+    def _taken_over(self, job_id: str) -> bool:
+        """Another replica took a resume lease after this one started running the job."""
+        with self._lock:
+            seen = self._leases.get(job_id)
+        if seen is None:
+            return False
+        try:
+            return bool(self.jobs.leases(job_id) - seen)
+        except StorageUnavailable:
+            return False
 
     def _retry(self, job, what: str, call: Callable[[], Any], fraction: float = 0.0) -> Any:
         """``call()``; while it fails transiently (store or service unavailable), wait and retry up to retry_s.
@@ -251,7 +387,11 @@ class JobRunner:
         pb = _pb()
         job = self._retry(None, "read job", lambda: self.jobs.load(job_id, raw=True))
         if job.state in TERMINAL:
+            self.jobs.finished(job_id)
             return
+        leases = self._retry(None, "read leases", lambda: self.jobs.leases(job_id))
+        with self._lock:
+            self._leases[job_id] = leases
         try:
             self._check(job)
             job.state = pb.JOB_STATE_RUNNING
@@ -276,39 +416,78 @@ class JobRunner:
             job.message = described or f"internal error: {type(exc).__name__}"
         try:
             self._retry(None, "save job", lambda: self.jobs.save(job))
+            self.jobs.finished(job.job_id)
         except Exception:  # noqa: BLE001
             log.exception("could not save the final state of job %s", job.job_id)
         self.events.emit(job, len(job.inputs) - 1, "", "done", 1.0, job.message)
+
+    def _intact(self, ref) -> bool:
+        """The stored object of ``ref`` is there with its recorded size (a store that lost writes in an outage
+        can leave 0-byte or missing objects; the full sha256 check happens when a service reads it)."""
+        try:
+            size = self._retry(None, "stat", lambda: self.store.stat(ref.key).size)
+        except ObjectNotFound:
+            return False
+        return not ref.size_bytes or size == ref.size_bytes
+
+    def _lost_result(self, exc: BaseException, ref) -> bool:
+        """A stage failed with NOT_FOUND while the image itself is still stored: an intermediate result (mask,
+        labels, table) was lost or found corrupt (and removed): redoing the image regenerates it."""
+        return (isinstance(exc, ObjectNotFound) or self.missing(exc)) and self._intact(ref)
 
     def _execute(self, job) -> None:
         options = self.options_of(job.options)
         stages = self.stages_for(job)
         n = len(job.inputs)
-        span = 0.95 / n  # per-image share of the progress (the report takes the last 5 %)
-        outcomes = []
-        for i, (ref, name) in enumerate(zip(job.inputs, job.input_names)):
-            done = job.outputs.get(f"_state/{name}/particles.json")
-            if done is not None:  # finished before a restart
-                prep = Prepared(name=name, calibration=Calibration(None, "none"), specimen_rows=0, height=0,
-                                width=0, image=ref)
-                outcomes.append(ImageOutcome(prep, Measured(done, job.outputs[f"_state/{name}/labels.tif"], 0, 0)))
-                continue
+        span = 0.95 / max(n, 1)  # per-image share of the progress (the report takes the last 5 %)
 
-            def around(stage, call, i=i, name=name):
+        def one(i, ref, name):
+            def around(stage, call):
                 frac = i * span + _PER_IMAGE.index(stage) * span / len(_PER_IMAGE)
                 self._check(job)
                 self.events.emit(job, i, name, stage, frac, _MESSAGES[stage])
                 return self._retry(job, stage, call, frac)
 
-            out = analyze_image(stages, ref, name, options, around=around)
+            for attempt in range(3):
+                try:
+                    out = analyze_image(stages, ref, name, options, around=around)
+                    break
+                except Exception as exc:  # noqa: BLE001 - filtered just below
+                    if attempt == 2 or not self._lost_result(exc, ref):
+                        raise
+                    log.warning("job %s, image %s: an intermediate result was lost (%s); redoing the image",
+                                job.job_id, name, exc, extra={"job_id": job.job_id})
+                    self.events.emit(job, i, name, "redo", i * span, "an intermediate result was lost; redoing")
             job.outputs[f"_state/{name}/particles.json"].CopyFrom(out.measured.table)
             job.outputs[f"_state/{name}/labels.tif"].CopyFrom(out.measured.labels)
-            job.images_done = i + 1
+            return out
+
+        outcomes = []
+        for i, (ref, name) in enumerate(zip(job.inputs, job.input_names)):
+            done = job.outputs.get(f"_state/{name}/particles.json")
+            labels = job.outputs.get(f"_state/{name}/labels.tif")
+            if done is not None and labels is not None and self._intact(done) and self._intact(labels):
+                prep = Prepared(name=name, calibration=Calibration(None, "none"), specimen_rows=0, height=0,
+                                width=0, image=ref)
+                outcomes.append(ImageOutcome(prep, Measured(done, labels, 0, 0)))  # finished before a restart
+                continue
+            out = one(i, ref, name)
+            job.images_done = max(job.images_done, i + 1)
             self._check(job)
             self._save(job)
             self.events.emit(job, i, name, "image_done", (i + 1) * span,
                              f"{out.measured.included} of {out.measured.count} particles measured")
             outcomes.append(out)
+        # results of earlier images lost since (a store outage that dropped recent writes): redo those images
+        for k, out in enumerate(outcomes):
+            m = out.measured
+            if not (self._intact(m.table) and self._intact(m.labels)):
+                ref, name = job.inputs[k], job.input_names[k]
+                log.warning("job %s, image %s: its stored results were lost; redoing the image", job.job_id, name,
+                            extra={"job_id": job.job_id})
+                outcomes[k] = one(k, ref, name)
+                self._check(job)
+                self._save(job)
         job.images_done = n
         self._check(job)
         self.events.emit(job, n - 1, "", "report", 0.95, "writing the sample report")

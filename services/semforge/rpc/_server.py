@@ -239,8 +239,9 @@ def start_metrics(port: int, host: str = "127.0.0.1") -> None:
     _METRICS_STARTED.add(port)
 
 
-def serve_forever(servers: list[RunningServer], grace: float = 5.0) -> None:
-    """Block until SIGTERM/SIGINT, then stop every server gracefully (health NOT_SERVING first)."""
+def serve_forever(servers: list[RunningServer], grace: float = 5.0, on_stop: Callable[[], None] | None = None) -> None:
+    """Block until SIGTERM/SIGINT, then stop every server gracefully (health NOT_SERVING first).
+    ``on_stop`` runs first, at once (the gateway releases its in-flight jobs to the other replicas)."""
     done = threading.Event()
 
     def handler(signum, frame):
@@ -251,6 +252,11 @@ def serve_forever(servers: list[RunningServer], grace: float = 5.0) -> None:
     signal.signal(signal.SIGINT, handler)
     while not done.wait(0.5):
         pass
+    if on_stop is not None:
+        try:
+            on_stop()
+        except Exception:  # noqa: BLE001 - stopping must go on
+            log.exception("on_stop hook failed")
     for s in servers:
         s.set_serving(False)
     for s in servers:

@@ -137,6 +137,12 @@ class ObjectStore(abc.ABC):
     def list(self, prefix: str = "") -> list[str]:
         """Keys starting with ``prefix``, sorted."""
 
+    def list_after(self, prefix: str, start_after: str = "", limit: int | None = None) -> list[str]:
+        """Keys starting with ``prefix`` and sorting after ``start_after``, sorted, at most ``limit`` (a page of a
+        time-ordered index). Backends override it so that the cost does not grow with what lies elsewhere."""
+        keys = [k for k in self.list(prefix) if k > start_after]
+        return keys if limit is None else keys[:limit]
+
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object (no error if absent)."""

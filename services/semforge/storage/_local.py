@@ -97,7 +97,15 @@ class LocalStore(ObjectStore):
         self._check()
         out = []
         base = self.root
-        for dirpath, dirnames, filenames in os.walk(base):
+        top = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root  # walk only below the prefix
+        if top != self.root:
+            try:
+                self._path(prefix.rsplit("/", 1)[0])
+            except Exception:  # noqa: BLE001 - not a key: nothing can start with it
+                return []
+            if not top.is_dir():
+                return []
+        for dirpath, dirnames, filenames in os.walk(top):
             rel_dir = os.path.relpath(dirpath, base)
             if rel_dir == ".tmp" or rel_dir.startswith(".tmp" + os.sep):
                 dirnames[:] = []
@@ -107,6 +115,21 @@ class LocalStore(ObjectStore):
                 if k.startswith(prefix):
                     out.append(k)
         return sorted(out)
+
+    def list_after(self, prefix: str, start_after: str = "", limit: int | None = None) -> list[str]:
+        """One directory level when ``prefix`` names a directory of flat keys (an index): no walk, no stat."""
+        self._check()
+        if not prefix.endswith("/"):
+            return super().list_after(prefix, start_after, limit)
+        d = self._path(prefix.rstrip("/"))
+        try:
+            names = sorted(e.name for e in os.scandir(d) if e.is_file())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise_os_error(exc, f"listing {prefix}")
+        keys = [prefix + n for n in names if prefix + n > start_after]
+        return keys if limit is None else keys[:limit]
 
     def delete(self, key: str) -> None:
         p = self._path(key)

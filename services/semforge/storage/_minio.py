@@ -132,6 +132,19 @@ class MinioStore(ObjectStore):
         objs = self._call(lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True)))
         return sorted(o.object_name for o in objs)
 
+    def list_after(self, prefix: str, start_after: str = "", limit: int | None = None) -> list[str]:
+        """Server-side prefix and start-after: a page costs one listing request, whatever else is stored."""
+        def page():
+            out = []
+            for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True,
+                                              start_after=start_after or None):
+                if o.object_name > start_after:
+                    out.append(o.object_name)
+                if limit is not None and len(out) >= limit:
+                    break
+            return out
+        return self._call(page)
+
     def delete(self, key: str) -> None:
         validate_key(key)
         self._call(self.client.remove_object, self.bucket, key)
