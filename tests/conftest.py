@@ -95,7 +95,7 @@ def bam():
 
 @pytest.fixture(scope="session")
 def sample_tiff(tmp_path_factory):
-    from semforge.synth import synthetic_sem, write_zeiss_tiff
+    from semforge.training.synth import synthetic_sem, write_zeiss_tiff
 
     d = tmp_path_factory.mktemp("sample")
     img, labels = synthetic_sem(seed=3, n_particles=40)

@@ -40,7 +40,7 @@ def test_analyze_in_process_writes_the_contract_files(sample_tiff, tmp_path):
 def test_uncalibrated_report_says_so(tmp_path):
     from PIL import Image
 
-    from semforge.synth import synthetic_sem
+    from semforge.training.synth import synthetic_sem
 
     img, _ = synthetic_sem(seed=5, n_particles=10)
     Image.fromarray(img).save(tmp_path / "plain.png")

@@ -1,4 +1,4 @@
-"""render service: headless Blender scenes into the object store (thin adapter over semforge.scenes).
+"""render service: headless Blender scenes into the object store (thin adapter over semforge.training.scenes).
 
 Blender runs in worker processes of its own Python (``SEMFORGE_BLENDER_PYTHON``,
 default ``.venv-blender``); health is NOT_SERVING while that Python is missing.
@@ -14,8 +14,8 @@ import grpc
 from semforge.render.v1 import render_pb2, render_pb2_grpc
 from semforge.rpc import RpcAbort, env_int, map_exceptions, run_service
 from semforge.rpc.convert import ref_pb
-from semforge.scenes import SCENE_FILES, RenderError, RenderUnavailable, SceneSpec, ShapeComponent
-from semforge.scenes import blender_python, render_batch, render_scene
+from semforge.training.scenes import SCENE_FILES, RenderError, RenderUnavailable, SceneSpec, ShapeComponent
+from semforge.training.scenes import blender_python, render_batch, render_scene
 from semforge.storage import ObjectStore
 
 _CONTENT_TYPES = {".tif": "image/tiff", ".png": "image/png", ".json": "application/json"}

@@ -1,4 +1,4 @@
-"""translate service: CycleGAN height map -> SEM-like image, content-checked (thin adapter over semforge.translation).
+"""translate service: CycleGAN height map -> SEM-like image, content-checked (thin adapter over semforge.training.translation).
 
 Translators live under ``SEMFORGE_TRANSLATORS`` (default ``out/translators``) as
 ``<name>/generator.pt`` (``semforge train translator``); they are trained on a
@@ -33,7 +33,7 @@ class TranslateServicer(translate_pb2_grpc.TranslateServiceServicer):
         self._seg = None
 
     def _generator(self, name: str):
-        from semforge.translation.train import load_generator
+        from semforge.training.translation.train import load_generator
 
         name = name or "default"
         if "/" in name or name.startswith("."):
@@ -47,8 +47,8 @@ class TranslateServicer(translate_pb2_grpc.TranslateServiceServicer):
 
     @map_exceptions
     def Translate(self, request, context):
-        from semforge.translation.content_check import check_translated
-        from semforge.translation.train import translate
+        from semforge.training.translation.content_check import check_translated
+        from semforge.training.translation.train import translate
 
         if not request.height_map.key:
             raise ValueError("height_map reference is empty")
@@ -86,8 +86,8 @@ class TranslateServicer(translate_pb2_grpc.TranslateServiceServicer):
         import queue
         import threading
 
-        from semforge.translation.apply import translate_dataset
-        from semforge.translation.content_check import CheckThresholds
+        from semforge.training.translation.apply import translate_dataset
+        from semforge.training.translation.content_check import CheckThresholds
 
         if not request.dataset or not request.out_dataset:
             raise ValueError("dataset and out_dataset must both be named")

@@ -46,7 +46,7 @@ def seeds() -> dict[str, bytes]:
     import tifffile
     from PIL import Image
 
-    from semforge.synth import synthetic_sem, write_zeiss_tiff
+    from semforge.training.synth import synthetic_sem, write_zeiss_tiff
 
     out = {}
     img, _ = synthetic_sem(seed=1, size=(128, 160), n_particles=6, databar_rows=0)

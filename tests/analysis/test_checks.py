@@ -6,7 +6,7 @@ import tifffile
 
 from semforge.analysis import (Calibration, MeasureOptions, MixedCalibrationError, check_calibration_consistency,
                                measure_mask, plausibility_warnings)
-from semforge.synth import write_zeiss_tiff
+from semforge.training.synth import write_zeiss_tiff
 
 
 def _discs(px_nm=None):

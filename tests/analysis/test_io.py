@@ -8,7 +8,7 @@ import tifffile
 from PIL import Image
 
 from semforge.analysis import ImageDecodeError, detect_databar, load_image, resolve_calibration, to_gray_float
-from semforge.synth import write_zeiss_tiff
+from semforge.training.synth import write_zeiss_tiff
 
 
 def test_zeiss_tag_gives_pixel_size(tmp_path):

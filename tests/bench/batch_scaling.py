@@ -19,7 +19,7 @@ from pathlib import Path
 from semforge.batch import LocalWorkers, submit_batch, write_batch_report
 from semforge.pipeline import analyze_paths
 from semforge.storage import open_store
-from semforge.synth import synthetic_sem, write_zeiss_tiff
+from semforge.training.synth import synthetic_sem, write_zeiss_tiff
 
 
 def main() -> None:

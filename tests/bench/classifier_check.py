@@ -195,7 +195,7 @@ def cv_threshold(rows: list[dict], folds: int = 5) -> dict:
 
 def speed(repeats: int = 5, threads: int = 2) -> dict:
     """Classification of ~300 particles in one 1024 x 712 image vs its segmentation (ONNX Runtime, ``threads``)."""
-    from semforge.synth import synthetic_sem
+    from semforge.training.synth import synthetic_sem
 
     img, lab = synthetic_sem(seed=1, size=(712, 1024), n_particles=300, radius_px=(13, 2), databar_rows=0)
     gray = img.astype(np.float32) / 255

@@ -20,8 +20,8 @@ sys.path.insert(0, str(REPO / "tests" / "bench"))
 
 from segmentation_cv import DATA, Model, shipped  # noqa: E402
 from semforge.inference import SHIPPED, OnnxSegmenter  # noqa: E402
-from semforge.segmentation.confidence import image_confidence  # noqa: E402
-from semforge.segmentation.crossval import load_annotated  # noqa: E402
+from semforge.training.segmentation.confidence import image_confidence  # noqa: E402
+from semforge.training.segmentation.crossval import load_annotated  # noqa: E402
 
 
 def main() -> int:

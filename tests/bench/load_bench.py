@@ -70,7 +70,7 @@ def bench_load(*, clients: int = 50, watchers: int = 20, seconds: float = 60.0, 
     from semforge.common.v1 import common_pb2
     from semforge.gateway.v1 import gateway_pb2
     from semforge.rpc._limits import retry_after_ms
-    from semforge.synth import synthetic_sem, write_zeiss_tiff
+    from semforge.training.synth import synthetic_sem, write_zeiss_tiff
 
     tmp = Path(tempfile.mkdtemp(prefix="semforge-loadbench-"))
     ctx = mp.get_context("spawn")

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services"))
 
-from semforge.scenes import BlenderWorker, SceneSpec, ShapeComponent, render_scene  # noqa: E402
+from semforge.training.scenes import BlenderWorker, SceneSpec, ShapeComponent, render_scene  # noqa: E402
 
 SCENES = [
     ("spheres + indented spheres, log-normal", [ShapeComponent("sphere", 3, 50, 12, "lognormal"),

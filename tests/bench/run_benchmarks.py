@@ -29,7 +29,7 @@ from semforge.client import GatewayClient  # noqa: E402
 from semforge.common.v1 import common_pb2  # noqa: E402
 from semforge.embedded import start_embedded  # noqa: E402
 from semforge.storage import LocalStore  # noqa: E402
-from semforge.synth import synthetic_sem, write_zeiss_tiff  # noqa: E402
+from semforge.training.synth import synthetic_sem, write_zeiss_tiff  # noqa: E402
 from semforge.pipeline import analyze_paths  # noqa: E402
 
 
@@ -130,7 +130,7 @@ RENDER_SPEC = dict(particles=300, size_px=512, pixel_size_nm=2.0, frames=90)
 
 
 def render_components():
-    from semforge.scenes import ShapeComponent
+    from semforge.training.scenes import ShapeComponent
 
     return [ShapeComponent("sphere", 3, 45, 6), ShapeComponent("indented_sphere", 1, 45, 6),
             ShapeComponent("short_rod", 1, 28, 4), ShapeComponent("cube", 1, 38, 4),
@@ -141,7 +141,7 @@ def bench_render(tmp: Path, seeds=(1, 2, 3), batch=6):
     """One 300-particle 512x512 scene, one core; then a batch over all cores; peak memory."""
     import resource
 
-    from semforge.scenes import BlenderWorker, SceneSpec, render_batch, render_scene
+    from semforge.training.scenes import BlenderWorker, SceneSpec, render_batch, render_scene
     from semforge.storage import LocalStore
 
     rows = []
@@ -206,7 +206,7 @@ def bench_segmentation(tmp: Path, repeats=5):
     import onnxruntime as ort
     import torch
 
-    from semforge.segmentation.model import ModelConfig, build_model, export_onnx
+    from semforge.training.segmentation.model import ModelConfig, build_model, export_onnx
 
     torch.set_num_threads(os.cpu_count() or 1)
     x = np.random.default_rng(0).random((1, 1, 736, 1024)).astype(np.float32)  # 712 rows padded to 32

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "services"))
 
 from semforge.inference import SHIPPED, OnnxSegmenter, create_segmenter, model_dir  # noqa: E402
-from semforge.segmentation.evaluate import evaluate_segmenter, format_markdown  # noqa: E402
+from semforge.training.segmentation.evaluate import evaluate_segmenter, format_markdown  # noqa: E402
 
 VAL = ["1908248", "1908258", "1908268", "1908278"]  # used for model selection of both SE models
 
@@ -44,9 +44,9 @@ def rendered_transmission(tmp: Path, scenes: int = 4) -> tuple[Path, Path]:
     import tifffile
     from PIL import Image
 
-    from semforge.scenes import SceneSpec, render_batch
-    from semforge.segmentation.data import touching_gaps
-    from semforge.segmentation.recipes import recipe_datasets
+    from semforge.training.scenes import SceneSpec, render_batch
+    from semforge.training.segmentation.data import touching_gaps
+    from semforge.training.segmentation.recipes import recipe_datasets
     from semforge.storage import LocalStore
 
     (tmp / "images").mkdir(parents=True)

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "services"))
 
 from semforge.inference import SHIPPED, OnnxSegmenter, ThresholdSegmenter  # noqa: E402
-from semforge.segmentation.crossval import (BIN_NAMES, PostParams, _refine_labels, aggregate,  # noqa: E402
+from semforge.training.segmentation.crossval import (BIN_NAMES, PostParams, _refine_labels, aggregate,  # noqa: E402
                                             cross_validate, image_stats, instance_features,
                                             instances_from_probabilities, load_annotated, predict_probabilities)
 

@@ -33,10 +33,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "services"))
 
 from semforge.analysis import detect_databar, load_image, to_gray_float  # noqa: E402
-from semforge.translation.apply import check_scene_images, find_scenes, summarize_checks, translate_scenes  # noqa: E402
-from semforge.translation.content_check import CheckThresholds, content_check  # noqa: E402
-from semforge.translation.realism import discriminator_accuracy, histogram_distance, spectrum_distance  # noqa: E402
-from semforge.translation.train import load_generator  # noqa: E402
+from semforge.training.translation.apply import check_scene_images, find_scenes, summarize_checks, translate_scenes  # noqa: E402
+from semforge.training.translation.content_check import CheckThresholds, content_check  # noqa: E402
+from semforge.training.translation.realism import discriminator_accuracy, histogram_distance, spectrum_distance  # noqa: E402
+from semforge.training.translation.train import load_generator  # noqa: E402
 
 
 def _real(data: Path):

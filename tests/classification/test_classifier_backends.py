@@ -15,7 +15,7 @@ from semforge.classification import (CLASSES, SHIPPED_CLASSIFIERS, apply_classes
                                      extract_crops)
 from semforge.classification.train import ClassifierTrainConfig, train_classifier
 from semforge.inference import MODELS_REPO, model_dir
-from semforge.synth import synthetic_sem
+from semforge.training.synth import synthetic_sem
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,7 +172,7 @@ def test_shipped_classifiers_are_small_documented_and_recognise_rendered_shapes(
     from PIL import Image
 
     from semforge.classification import COVERED_BELOW, SHAPE_TO_CLASS
-    from semforge.scenes import SceneSpec, ShapeComponent, render_batch
+    from semforge.training.scenes import SceneSpec, ShapeComponent, render_batch
     from semforge.storage import LocalStore
 
     comps = [ShapeComponent("sphere", 1, 190, 30, "lognormal"), ShapeComponent("cube", 1, 170, 30),

@@ -82,7 +82,7 @@ def test_regions_are_labelled_from_the_truth():
 
 
 def test_every_library_shape_has_a_class_in_both_sets():
-    from semforge.scenes import SHAPES
+    from semforge.training.scenes import SHAPES
 
     for s in ("se", "transmission"):
         assert set(SHAPE_TO_CLASS[s]) == set(SHAPES)
@@ -94,7 +94,7 @@ def test_every_library_shape_has_a_class_in_both_sets():
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    from semforge.scenes import SceneSpec, ShapeComponent, render_batch
+    from semforge.training.scenes import SceneSpec, ShapeComponent, render_batch
     from semforge.storage import LocalStore
 
     out = tmp_path_factory.mktemp("render")

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    from semforge.synth import synthetic_sem, write_zeiss_tiff
+    from semforge.training.synth import synthetic_sem, write_zeiss_tiff
 
     d = tmp_path_factory.mktemp("batch-images")
     for i in range(3):

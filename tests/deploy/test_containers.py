@@ -184,7 +184,7 @@ def test_batch_job_pod_spec_runs_under_podman(images, tmp_path):
     from semforge.batch import build_indexed_job, submit_batch, write_batch_report
     from semforge.batch._backends import job_to_dict
     from semforge.storage import MinioStore
-    from semforge.synth import synthetic_sem, write_zeiss_tiff
+    from semforge.training.synth import synthetic_sem, write_zeiss_tiff
 
     for i in (images, S3_IMAGE):
         if not _podman_has(i):

@@ -13,8 +13,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from semforge.scenes import SCENE_FILES, BlenderWorker, RenderUnavailable, SceneSpec, ShapeComponent, blender_python
-from semforge.scenes import render_batch, render_scene
+from semforge.training.scenes import SCENE_FILES, BlenderWorker, RenderUnavailable, SceneSpec, ShapeComponent, blender_python
+from semforge.training.scenes import render_batch, render_scene
 from semforge.storage import LocalStore
 
 try:
@@ -92,7 +92,7 @@ def test_truth_in_scene_json_matches_the_rendered_pixels(scene):
 
 def test_same_spec_same_bytes_in_a_fresh_process(scene, tmp_path):
     files, _ = scene
-    code = ("import sys, json; from semforge.scenes import render_scene, spec_from_dict;"
+    code = ("import sys, json; from semforge.training.scenes import render_scene, spec_from_dict;"
             "files = render_scene(spec_from_dict(json.loads(sys.argv[1])));"
             "[open(sys.argv[2] + '/' + k, 'wb').write(v) for k, v in files.items()]")
     subprocess.run([sys.executable, "-c", code, SMALL.to_json(), str(tmp_path)], check=True, timeout=300)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.spatial import ConvexHull
 
-from semforge.scenes import SHAPES, SceneSpec, ShapeComponent, make_shape, sample_particles, spec_from_dict
-from semforge.scenes.appearance import diamond_square, noisy_height, se_image, transmission_image
-from semforge.scenes.geometry import physics_report, placed_particles, ray_interval, thickness_map
+from semforge.training.scenes import SHAPES, SceneSpec, ShapeComponent, make_shape, sample_particles, spec_from_dict
+from semforge.training.scenes.appearance import diamond_square, noisy_height, se_image, transmission_image
+from semforge.training.scenes.geometry import physics_report, placed_particles, ray_interval, thickness_map
 
 
 def _signed_volume(mesh) -> float:

@@ -10,8 +10,8 @@ import pytest
 import tifffile
 
 from semforge.inference import SHIPPED, OnnxSegmenter, model_dir
-from semforge.segmentation.confidence import image_confidence
-from semforge.synth import synthetic_sem
+from semforge.training.segmentation.confidence import image_confidence
+from semforge.training.synth import synthetic_sem
 
 
 def _crisp(shape=(200, 300), seed=0):
@@ -44,8 +44,8 @@ def test_confidence_flags_empty_implausible_and_unsure_fields():
 def test_shipped_weights_rebuild_in_torch_from_the_onnx_file():
     import torch
 
-    from semforge.segmentation.adapt import torch_from_onnx
-    from semforge.segmentation.model import ModelConfig, normalize
+    from semforge.training.segmentation.adapt import torch_from_onnx
+    from semforge.training.segmentation.model import ModelConfig, normalize
 
     for mod in ("se", "tem"):
         d = model_dir(SHIPPED[mod])

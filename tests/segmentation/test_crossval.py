@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from semforge.analysis._separate import _h_maxima
-from semforge.segmentation.crossval import (PostParams, aggregate, cross_validate, folds, image_stats,
+from semforge.training.segmentation.crossval import (PostParams, aggregate, cross_validate, folds, image_stats,
                                             instances_from_probabilities, load_annotated)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -7,7 +7,7 @@ import pytest
 
 from semforge.analysis import average_precision, pixel_metrics, rand_error
 from semforge.inference.tiling import combine, predict_tiled
-from semforge.segmentation.data import PatchSampler, Pair, narrow_gaps, touching_gaps, weight_map
+from semforge.training.segmentation.data import PatchSampler, Pair, narrow_gaps, touching_gaps, weight_map
 
 
 def two_squares(gap: int) -> np.ndarray:

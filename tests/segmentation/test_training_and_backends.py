@@ -15,9 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from skimage.measure import label
 
 from semforge.inference import MODELS_REPO, SHIPPED, OnnxSegmenter, create_segmenter
-from semforge.segmentation.model import ModelConfig
-from semforge.segmentation.train import TrainConfig, train_segmenter
-from semforge.synth import synthetic_sem
+from semforge.training.segmentation.model import ModelConfig
+from semforge.training.segmentation.train import TrainConfig, train_segmenter
+from semforge.training.synth import synthetic_sem
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,7 @@ def tiny_cfg(data, **kw):
 def test_tiny_training_run_is_seeded_and_exports_a_faithful_onnx(pairs_dir, tmp_path):
     import torch
 
-    from semforge.segmentation.model import build_model, normalize
+    from semforge.training.segmentation.model import build_model, normalize
 
     r1 = train_segmenter(tiny_cfg(pairs_dir), tmp_path / "a" / "1")
     r2 = train_segmenter(tiny_cfg(pairs_dir), tmp_path / "b" / "1")
@@ -63,7 +63,7 @@ def test_tiny_training_run_is_seeded_and_exports_a_faithful_onnx(pairs_dir, tmp_
     net = build_model(ModelConfig("mobilenet_v2", 4, [8, 8, 8, 8], 2)).eval()
     assert r1["parameters"] == sum(p.numel() for p in net.parameters())
     # export fidelity: the same weights in PyTorch and in the exported ONNX give the same probabilities
-    from semforge.segmentation.model import export_onnx
+    from semforge.training.segmentation.model import export_onnx
 
     torch.manual_seed(0)
     for prm in net.parameters():
@@ -203,7 +203,7 @@ def test_training_data_can_come_from_the_object_store(s3_server, tmp_path):
 
     from PIL import Image
 
-    from semforge.segmentation.data import fetch_dataset, load_pairs
+    from semforge.training.segmentation.data import fetch_dataset, load_pairs
 
     store = s3_server.store()
     img, lab = synthetic_sem(seed=1, size=(96, 128), n_particles=6, databar_rows=0)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from semforge.synth import synthetic_sem
-from semforge.translation.content_check import CheckThresholds, content_check, rejection_by_shape
-from semforge.translation.train import TranslatorConfig, load_generator, train_translator, translate
+from semforge.training.synth import synthetic_sem
+from semforge.training.translation.content_check import CheckThresholds, content_check, rejection_by_shape
+from semforge.training.translation.train import TranslatorConfig, load_generator, train_translator, translate
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +142,9 @@ def _put_scenes(store, dataset, n=2):
 
 
 def test_translate_dataset_in_the_store_resumes_and_is_a_training_dataset(domains, tmp_path):
-    from semforge.segmentation.data import fetch_dataset, load_pairs
+    from semforge.training.segmentation.data import fetch_dataset, load_pairs
     from semforge.storage import LocalStore, ObjectNotFound
-    from semforge.translation.apply import translate_dataset
+    from semforge.training.translation.apply import translate_dataset
 
     train_translator(cfg(domains, iterations=2), tmp_path / "t")
     gen, _ = load_generator(tmp_path / "t")

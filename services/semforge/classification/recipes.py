@@ -1,7 +1,7 @@
 """Rendered training data for the shape classifier: every shape of the library, sparse to crowded fields.
 
 Each recipe is a list of (dataset name, SceneSpec, scenes) rendered with
-:func:`semforge.scenes.render_batch`.  Compared with the segmenter's recipes
+:func:`semforge.training.scenes.render_batch`.  Compared with the segmenter's recipes
 these use the whole shape library (every class of the seed that the library
 can make) and a high agglomerate share, so that covered particles and
 agglomerates are common.  The ``-test`` datasets use other seeds and are held
@@ -10,7 +10,7 @@ out: they give the figures in ``docs/classification.md``.
 
 from __future__ import annotations
 
-from ..scenes.spec import SceneSpec, ShapeComponent
+from ..training.scenes.spec import SceneSpec, ShapeComponent
 
 __all__ = ["RECIPES", "recipe_datasets"]
 

@@ -1,5 +1,5 @@
 """``semforge adapt``: adapt a segmenter to an instrument from unlabeled images (#16; the work is in
-:mod:`semforge.segmentation.adapt`)."""
+:mod:`semforge.training.segmentation.adapt`)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..segmentation.adapt import adapt_command
+    from ..training.segmentation.adapt import adapt_command
 
     say = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     res = adapt_command(args.images, args.modality, args.out, folds=args.folds, base=args.base, steps=args.steps,

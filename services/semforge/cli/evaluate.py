@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..inference import create_segmenter
-    from ..segmentation.evaluate import evaluate_segmenter, format_markdown
+    from ..training.segmentation.evaluate import evaluate_segmenter, format_markdown
 
     for d in (args.images, args.masks):
         if not Path(d).is_dir():

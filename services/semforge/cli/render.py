@@ -41,7 +41,7 @@ def register(sub) -> None:
 def _scene_spec(args):
     import json
 
-    from ..scenes import SceneSpec, spec_from_dict
+    from ..training.scenes import SceneSpec, spec_from_dict
 
     if args.spec:
         try:
@@ -69,7 +69,7 @@ def _scene_spec(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..scenes import RenderUnavailable, render_batch
+    from ..training.scenes import RenderUnavailable, render_batch
     from ..storage import LocalStore
 
     if args.recipe:
@@ -108,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render_recipe(args) -> int:
-    from ..scenes import RenderUnavailable, render_batch
-    from ..segmentation.recipes import recipe_datasets
+    from ..training.scenes import RenderUnavailable, render_batch
+    from ..training.segmentation.recipes import recipe_datasets
     from ..storage import LocalStore
 
     out = Path(args.out)

@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 
 def sample_images(outdir: Path, n: int = 2) -> list[str]:
-    from ..synth import synthetic_sem, write_zeiss_tiff
+    from ..training.synth import synthetic_sem, write_zeiss_tiff
 
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_translator(args) -> int:
-    from ..translation.train import TranslatorConfig, train_translator
+    from ..training.translation.train import TranslatorConfig, train_translator
 
     if not args.data or not args.real:
         raise CliError("train translator needs --data (rendered datasets with height_noisy.tif) and --real DIR")
@@ -105,20 +105,20 @@ def _train_translator(args) -> int:
 def _train_segmenter(args: argparse.Namespace) -> int:
     import json
 
-    from ..segmentation.model import ModelConfig
-    from ..segmentation.train import TrainConfig, train_segmenter
+    from ..training.segmentation.model import ModelConfig
+    from ..training.segmentation.train import TrainConfig, train_segmenter
 
     data = list(args.data or [])
     if args.data_store:
-        from ..segmentation.data import fetch_dataset
+        from ..training.segmentation.data import fetch_dataset
         from ..storage import open_store
 
         store = open_store(args.data_store)
         files = (args.image or "se.png", "instances.tif", "scene.json")
         data = [str(fetch_dataset(store, d, Path(args.cache_dir) / "datasets-from-store", files=files)) for d in data]
     if args.recipe:
-        from ..scenes import RenderUnavailable, render_batch
-        from ..segmentation.recipes import recipe_datasets
+        from ..training.scenes import RenderUnavailable, render_batch
+        from ..training.segmentation.recipes import recipe_datasets
         from ..storage import LocalStore
 
         into = Path(args.render_into)

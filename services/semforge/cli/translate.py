@@ -26,9 +26,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..translation.apply import find_scenes, translate_scenes
-    from ..translation.content_check import CheckThresholds
-    from ..translation.train import load_generator
+    from ..training.translation.apply import find_scenes, translate_scenes
+    from ..training.translation.content_check import CheckThresholds
+    from ..training.translation.train import load_generator
 
     try:
         gen, _ = load_generator(args.model)

@@ -55,7 +55,7 @@ class CheckThresholds:
 
 
 def _pieces(pred: np.ndarray, mode: str) -> np.ndarray:
-    from ..analysis import separate
+    from ...analysis import separate
 
     if mode == "none" or not pred.any():
         return label(pred, connectivity=1)
@@ -65,12 +65,12 @@ def _pieces(pred: np.ndarray, mode: str) -> np.ndarray:
 def content_check(pred_prob: np.ndarray, instances: np.ndarray, thresholds: CheckThresholds = CheckThresholds(),
                   shapes: dict[int, str] | None = None) -> dict:
     """Figures, verdict and reasons for one translated image (``pred_prob``: segmenter output)."""
-    from ..analysis import SEPARATION_MODES
+    from ...analysis import SEPARATION_MODES
 
     t = thresholds
     if t.separation not in SEPARATION_MODES:
         raise ValueError(f"unknown separation {t.separation!r}; valid: {', '.join(SEPARATION_MODES)}")
-    from ..inference import foreground
+    from ...inference import foreground
 
     ids = np.asarray(instances).astype(np.int64)
     pred = foreground(pred_prob)
@@ -130,8 +130,8 @@ def check_translated(segmenter, image: np.ndarray, instances: np.ndarray,
                      thresholds: CheckThresholds = CheckThresholds(), shapes: dict[int, str] | None = None) -> dict:
     """:func:`content_check` of a translated (SE-like, no data bar) image segmented by the pipeline's own
     segment stage, as the analysis would segment it."""
-    from ..analysis import Calibration, MeasureOptions
-    from ..pipeline import AnalysisOptions, LocalStages, Prepared
+    from ...analysis import Calibration, MeasureOptions
+    from ...pipeline import AnalysisOptions, LocalStages, Prepared
 
     g = np.asarray(image, dtype=np.float32)
     prep = Prepared(name="translated", calibration=Calibration(None, "none"), specimen_rows=g.shape[0],

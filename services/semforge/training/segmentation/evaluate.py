@@ -21,8 +21,8 @@ import numpy as np
 import tifffile
 from skimage.measure import label
 
-from ..analysis import MeasureOptions, average_precision, match_instances, measure_mask, pixel_metrics, rand_error
-from ..pipeline import AnalysisOptions, LocalStages
+from ...analysis import MeasureOptions, average_precision, match_instances, measure_mask, pixel_metrics, rand_error
+from ...pipeline import AnalysisOptions, LocalStages
 
 __all__ = ["evaluate_segmenter", "format_markdown"]
 

@@ -88,8 +88,8 @@ def validate(run, pairs, *, dark: bool) -> dict:
     """Instance F1@0.5 and foreground IoU of a runner on real pairs (connected components of the mask)."""
     from skimage.measure import label
 
-    from ..analysis import match_instances
-    from ..inference.tiling import combine, predict_tiled
+    from ...analysis import match_instances
+    from ...inference.tiling import combine, predict_tiled
 
     tp = fp = fn = 0
     inter = union = 0.0

@@ -1,7 +1,7 @@
 """Training-data recipes: which rendered scenes the shipped segmenters learn from.
 
 Each recipe is a list of (dataset name, SceneSpec, scenes) rendered with
-:func:`semforge.scenes.render_batch`; varying the particle count across
+:func:`semforge.training.scenes.render_batch`; varying the particle count across
 datasets gives sparse fields, monolayers and piles.  Appearance (SE-like or
 transmission-like) is chosen by the ``image`` file the training reads.
 """

@@ -45,7 +45,7 @@ def translate_scenes(generator, scenes: list[Path], out: str | os.PathLike, *, s
                      thresholds: CheckThresholds = CheckThresholds(),
                      progress: Callable[[int, int, dict], None] | None = None) -> dict:
     if segmenter is None:
-        from ..inference import create_segmenter
+        from ...inference import create_segmenter
 
         segmenter = create_segmenter("unetpp")
     out = Path(out)
@@ -95,10 +95,10 @@ def check_scene_images(scenes: list[Path], image_file: str = "se.png", *, segmen
     A control for the translation check: what the checking segmenter finds on images of
     its own training domain, so that a rejection can be told apart from a segmenter weakness.
     """
-    from ..analysis import load_image, to_gray_float
+    from ...analysis import load_image, to_gray_float
 
     if segmenter is None:
-        from ..inference import create_segmenter
+        from ...inference import create_segmenter
 
         segmenter = create_segmenter("unetpp")
     checks = []
@@ -137,7 +137,7 @@ def translate_dataset(generator, store, dataset: str, out_dataset: str, *, segme
     """
     import io
 
-    from ..storage import ObjectNotFound, validate_key
+    from ...storage import ObjectNotFound, validate_key
 
     if not dataset or not out_dataset:
         raise ValueError("dataset and out_dataset must both be named")
@@ -151,7 +151,7 @@ def translate_dataset(generator, store, dataset: str, out_dataset: str, *, segme
     if not scenes:
         raise ObjectNotFound(f"no rendered scenes under {pre} in the object store (render the dataset first)")
     if segmenter is None:
-        from ..inference import create_segmenter
+        from ...inference import create_segmenter
 
         segmenter = create_segmenter("unetpp")
     checks = []

@@ -53,7 +53,7 @@ class AdaptConfig:
     threads: int = 1
 
     def validate(self) -> None:
-        from ..errors import UserInputError
+        from ...errors import UserInputError
 
         if not self.images:
             raise UserInputError("no images to adapt to")
@@ -186,9 +186,9 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
     import torch
     import torch.nn.functional as F
 
-    from ..analysis import detect_databar, load_image, to_gray_float
-    from ..errors import UserInputError
-    from ..inference import SHIPPED, OnnxSegmenter, model_dir
+    from ...analysis import detect_databar, load_image, to_gray_float
+    from ...errors import UserInputError
+    from ...inference import SHIPPED, OnnxSegmenter, model_dir
     from .model import ModelConfig, export_onnx, normalize
 
     cfg.validate()
@@ -260,7 +260,7 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
         "onnx_bytes": (out / "model.onnx").stat().st_size,
     })
     (out / "training.json").write_text(json.dumps(record, indent=1))
-    from ..inference.onnx_graph import bake_normalization
+    from ...inference.onnx_graph import bake_normalization
 
     bake_normalization(out)  # the served file takes the plain gray image, as every shipped model
     record = json.loads((out / "training.json").read_text())
@@ -288,8 +288,8 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
     """
     import shutil
 
-    from ..errors import UserInputError
-    from ..inference import SHIPPED, model_dir
+    from ...errors import UserInputError
+    from ...inference import SHIPPED, model_dir
 
     src = Path(images)
     if not src.is_dir():

@@ -34,8 +34,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label
 
-from ..analysis import detect_databar, load_image, to_gray_float
-from ..analysis._separate import clean_mask, particle_contrast, separate
+from ...analysis import detect_databar, load_image, to_gray_float
+from ...analysis._separate import clean_mask, particle_contrast, separate
 
 __all__ = ["Sample", "PostParams", "load_annotated", "predict_probabilities", "instances_from_probabilities",
            "image_stats", "aggregate", "folds", "cross_validate", "score", "SIZE_BINS_NM", "THRESHOLDS"]

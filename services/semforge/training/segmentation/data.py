@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label
 
-from ..analysis import detect_databar, load_image, to_gray_float
+from ...analysis import detect_databar, load_image, to_gray_float
 
 __all__ = ["Pair", "load_pairs", "touching_gaps", "narrow_gaps", "weight_map", "cached_weight_map", "PatchSampler"]
 

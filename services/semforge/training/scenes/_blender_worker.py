@@ -1,7 +1,7 @@
 """Blender side of the render pipeline: runs inside a Python that has ``bpy``.
 
-Started by :mod:`semforge.scenes.runner` as a long-lived worker process
-(``python -m semforge.scenes._blender_worker``): it reads one JSON job per line
+Started by :mod:`semforge.training.scenes.runner` as a long-lived worker process
+(``python -m semforge.training.scenes._blender_worker``): it reads one JSON job per line
 on stdin (``{"spec": {...}, "out": DIR}``), builds the scene, drops the
 particles as rigid bodies, renders the exact height (Cycles Z pass), instance
 ids (object-index pass) and Freestyle borders, writes ``DIR/raw.npz`` and
@@ -23,8 +23,8 @@ import numpy as np
 
 import bpy  # noqa: E402  (only importable inside a Blender Python)
 
-from semforge.scenes.shapes import collision_shape, make_shape
-from semforge.scenes.spec import sample_particles, spec_from_dict
+from semforge.training.scenes.shapes import collision_shape, make_shape
+from semforge.training.scenes.spec import sample_particles, spec_from_dict
 
 DONE, FAIL = "SEMFORGE-DONE", "SEMFORGE-FAIL"
 

@@ -71,7 +71,7 @@ def _load_a(roots: list[str]) -> list[np.ndarray]:
 
 
 def _load_b(folder: str) -> list[np.ndarray]:
-    from ..analysis import detect_databar, load_image, to_gray_float
+    from ...analysis import detect_databar, load_image, to_gray_float
 
     out = []
     for p in sorted(Path(folder).iterdir()):
@@ -241,7 +241,7 @@ def translate(generator, height01: np.ndarray, *, tile: int = 512, overlap: int 
     """Height map in [0, 1] -> SEM-like image in [0, 1], tiled with blended seams for large inputs."""
     import torch
 
-    from ..inference.tiling import predict_tiled
+    from ...inference.tiling import predict_tiled
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -37,7 +37,7 @@ class ModelConfig:
 
 
 def normalize(gray):
-    from ..inference.onnx_graph import MEAN, STD  # the same constants the exported graph carries
+    from ...inference.onnx_graph import MEAN, STD  # the same constants the exported graph carries
 
     return (gray - MEAN) / STD
 

@@ -3,7 +3,7 @@
 Blender (``bpy``) needs numpy < 2, the rest of semforge numpy 2, so Blender runs
 in its own Python (``.venv-blender``, made by ``make setup``; elsewhere set
 ``SEMFORGE_BLENDER_PYTHON``).  A :class:`BlenderWorker` is one long-lived
-process of that Python running :mod:`semforge.scenes._blender_worker` with one
+process of that Python running :mod:`semforge.training.scenes._blender_worker` with one
 thread; a batch keeps one worker per process slot, so Blender is imported once
 per worker, not once per scene.
 
@@ -37,7 +37,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from ..storage import ObjectStore, validate_key
+from ...storage import ObjectStore, validate_key
 from . import appearance
 from .geometry import physics_report, placed_particles, thickness_map
 from .spec import SceneSpec
@@ -49,7 +49,7 @@ log = logging.getLogger("semforge.render")
 
 SCENE_FILES = ("height.tif", "height_nm.tif", "height_noisy.tif", "instances.tif", "mask.png", "borders.png",
                "thickness_nm.tif", "se.png", "transmission.png", "scene.json")
-_SERVICES_DIR = Path(__file__).resolve().parents[2]
+_SERVICES_DIR = Path(__file__).resolve().parents[3]
 
 
 class RenderUnavailable(RuntimeError):
@@ -85,7 +85,7 @@ class BlenderWorker:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(_SERVICES_DIR) + os.pathsep + env.get("PYTHONPATH", "")
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        self._proc = subprocess.Popen([self.python, "-m", "semforge.scenes._blender_worker"], stdin=subprocess.PIPE,
+        self._proc = subprocess.Popen([self.python, "-m", "semforge.training.scenes._blender_worker"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                       bufsize=1)
         return self._proc
