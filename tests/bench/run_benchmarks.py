@@ -306,18 +306,48 @@ def overhead_block(runs: int) -> list[str]:
 
 
 def replace_section(path: Path, block: list[str]) -> None:
-    """Replace the section that starts with ``block[0]`` (up to the next ``## ``) in a Markdown file."""
-    text = Path(path).read_text().splitlines()
+    """Replace the section that starts with ``block[0]`` (up to the next ``## ``) in a Markdown file; append it
+    when the file has no such section yet."""
+    text = Path(path).read_text().splitlines() if Path(path).exists() else []
+    if block[0] not in text:
+        Path(path).write_text("\n".join(text + [""] + block).strip("\n") + "\n")
+        return
     start = text.index(block[0])
     end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")), len(text))
     Path(path).write_text("\n".join(text[:start] + block + text[end:]) + "\n")
+
+
+def write_sections(path: Path, header: list[str], blocks: list[list[str]]) -> None:
+    """The header (up to the first section) and these sections anew; sections written by other benchmark scripts
+    (job history, load, ...) stay as they are."""
+    text = Path(path).read_text().splitlines() if Path(path).exists() else []
+    first = next((i for i, line in enumerate(text) if line.startswith("## ")), len(text))
+    Path(path).write_text("\n".join(header + text[first:]) + "\n")
+    for block in blocks:
+        replace_section(path, block)
+
+
+def classifier_block(threads: int = 2) -> list[str]:
+    """#14: the shape CNN on ~300 particles of one image vs the segmentation of that image."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from classifier_check import speed
+
+    r = speed(threads=threads)
+    return ["## Shape classification: ~300 particles of one 1024x712 image (#14)", "",
+            f"ONNX Runtime, {r['threads']} threads, median of 5: the shipped CNN on {r['particles']} crops (cut + "
+            "classify) vs the shipped UNet++ on the same image.", "",
+            "| step | median s |", "|---|---|",
+            f"| segmentation (UNet++) | {r['segmentation_s']:.3f} |",
+            f"| classification ({r['particles']} particles) | {r['classification_s']:.3f} |", "",
+            f"Ratio classification / segmentation: **{r['classification_s'] / r['segmentation_s']:.2f}** "
+            f"({r['crops_per_s']:.0f} crops/s; goal: well under the segmentation time).", ""]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--write")
-    ap.add_argument("--only", choices=["render", "segmentation", "overhead"],
+    ap.add_argument("--only", choices=["render", "segmentation", "overhead", "classifier"],
                     help="run one section only (prints it; with --write, overhead replaces its section in the file)")
     args = ap.parse_args()
     if args.only == "overhead":
@@ -329,6 +359,12 @@ def main() -> int:
     if args.only == "segmentation":
         with tempfile.TemporaryDirectory() as d:
             print("\n".join(segmentation_block(bench_segmentation(Path(d)), _large_or_none())))
+        return 0
+    if args.only == "classifier":
+        block = classifier_block()
+        print("\n".join(block))
+        if args.write:
+            replace_section(Path(args.write), block)
         return 0
     if args.only == "render":
         with tempfile.TemporaryDirectory() as d:
@@ -367,8 +403,20 @@ def main() -> int:
         block = segmentation_block(bench_segmentation(Path(d)), _large_or_none())
     print("\n".join(block))
     lines += block
+    block = classifier_block()
+    print("\n".join(block))
+    lines += block
     if args.write:
-        Path(args.write).write_text("\n".join(lines) + "\n")
+        # header + every section measured here; sections of other benchmark scripts are kept
+        blocks, cur = [], None
+        for line in lines:
+            if line.startswith("## "):
+                cur = [line]
+                blocks.append(cur)
+            elif cur is not None:
+                cur.append(line)
+        head = lines[: lines.index(blocks[0][0])] if blocks else lines
+        write_sections(Path(args.write), head, blocks)
     return 0
 
 
