@@ -82,3 +82,41 @@ def test_a_lost_input_still_fails_clearly(tmp_path):
     final = r.jobs.load(pb.job_id)
     assert final.state == S.JOB_STATE_FAILED and "upload it first" in final.message
     assert [c for c in calls if c[0] == "segment"] == []
+
+
+class SameSizeCorruption(StoreStages):
+    """img0's label image is overwritten with same-size garbage after img1 (a stat cannot see it); the report
+    reads every label image back (as the measure service does), which finds it corrupt."""
+
+    def measure(self, prep, mask, options):
+        out = super().measure(prep, mask, options)
+        if prep.name == "img0":
+            self.first = out.labels.key
+        if prep.name == "img1" and not getattr(self, "done", False):
+            self.done = True
+            p = self.store.root / self.first
+            p.write_bytes(b"x" * p.stat().st_size)
+        return out
+
+    def report(self, outcomes, options, *, title):
+        for o in outcomes:
+            self.store.get_bytes(o.measured.labels.key)  # ObjectCorrupt (NOT_FOUND) for a damaged one
+        return super().report(outcomes, options, title=title)
+
+
+def test_a_corrupt_result_found_by_the_report_is_redone(tmp_path):
+    store = LocalStore(tmp_path / "s")
+    calls = []
+    r = runner(store, calls)
+    stages = SameSizeCorruption(store, calls)
+    r.stages_for = lambda job: stages
+    r.start()
+    try:
+        job = submit(r, store, 2)
+        final = wait_state(r.jobs, job.job_id, DONE)
+        assert final.state == S.JOB_STATE_SUCCEEDED, final.message
+        assert sorted(n for s, n in calls if s == "segment") == ["img0", "img0", "img1"]
+        assert [c for c in calls if c[0] == "report"] == [("report", "img0,img1")]  # the second try succeeded
+        assert store.get_bytes(final.outputs["_state/img0/labels.tif"].key) == b"labels img0"
+    finally:
+        r.close()

@@ -430,6 +430,15 @@ class JobRunner:
             return False
         return not ref.size_bytes or size == ref.size_bytes
 
+    def _verified(self, ref) -> bool:
+        """Read the object back whole: content-addressed objects are checked against their sha256 (and removed
+        when corrupt)."""
+        try:
+            self._retry(None, "verify", lambda: sum(len(b) for b in self.store.iter_chunks(ref.key)))
+            return True
+        except ObjectNotFound:
+            return False
+
     def _lost_result(self, exc: BaseException, ref) -> bool:
         """A stage failed with NOT_FOUND while the image itself is still stored: an intermediate result (mask,
         labels, table) was lost or found corrupt (and removed): redoing the image regenerates it."""
@@ -478,21 +487,31 @@ class JobRunner:
             self.events.emit(job, i, name, "image_done", (i + 1) * span,
                              f"{out.measured.included} of {out.measured.count} particles measured")
             outcomes.append(out)
-        # results of earlier images lost since (a store outage that dropped recent writes): redo those images
-        for k, out in enumerate(outcomes):
-            m = out.measured
-            if not (self._intact(m.table) and self._intact(m.labels)):
-                ref, name = job.inputs[k], job.input_names[k]
-                log.warning("job %s, image %s: its stored results were lost; redoing the image", job.job_id, name,
-                            extra={"job_id": job.job_id})
-                outcomes[k] = one(k, ref, name)
-                self._check(job)
-                self._save(job)
+        def redo_lost(check) -> None:
+            """Redo the images whose stored results ``check`` finds lost (a store outage that dropped writes)."""
+            for k, out in enumerate(outcomes):
+                m = out.measured
+                if not (check(m.table) and check(m.labels)):
+                    ref, name = job.inputs[k], job.input_names[k]
+                    log.warning("job %s, image %s: its stored results were lost; redoing the image", job.job_id,
+                                name, extra={"job_id": job.job_id})
+                    outcomes[k] = one(k, ref, name)
+                    self._check(job)
+                    self._save(job)
+
+        redo_lost(self._intact)
         job.images_done = n
         self._check(job)
         self.events.emit(job, n - 1, "", "report", 0.95, "writing the sample report")
-        outputs = self._retry(job, "report", lambda: stages.report(outcomes, options,
-                                                                    title=f"semforge report: {job.sample}"), 0.95)
+        for attempt in range(3):
+            try:
+                outputs = self._retry(job, "report", lambda: stages.report(
+                    outcomes, options, title=f"semforge report: {job.sample}"), 0.95)
+                break
+            except Exception as exc:  # noqa: BLE001 - filtered just below
+                if attempt == 2 or not self._lost_result(exc, job.inputs[0]):
+                    raise
+                redo_lost(self._verified)  # read back and check every result (a corrupt one is removed)
         for k, v in outputs.items():
             job.outputs[k].CopyFrom(v)
 
