@@ -3,6 +3,7 @@ report stage (per-image files and the sample report) behind gRPC."""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -52,14 +53,18 @@ class MeasureServicer(measure_pb2_grpc.MeasureServiceServicer):
         for im in request.images:
             table = get_table(self.store, im.particles.key)
             labels = get_array(self.store, im.labels.key)
-            gray = to_gray_float(load_image(self.store.get_bytes(im.image.key), name=im.name).pixels)
+            data = self.store.get_bytes(im.image.key)
+            gray = to_gray_float(load_image(data, name=im.name).pixels)
             prep = Prepared(name=im.name, calibration=table.calibration, specimen_rows=table.specimen_rows,
-                            height=labels.shape[0], width=labels.shape[1], gray=gray)
+                            height=labels.shape[0], width=labels.shape[1], gray=gray, source=im.image.key,
+                            sha256=hashlib.sha256(data).hexdigest())
             outcomes.append(ImageOutcome(prep, Measured(table, labels, len(table.particles), len(table.included()))))
         resp = measure_pb2.ReportResponse()
         with tempfile.TemporaryDirectory(prefix="semforge-report-") as tmp:
             LocalStages(outdir=tmp).report(outcomes, opts, title=request.title or "semforge report",
-                                           write_labels=False)
+                                           write_labels=False,
+                                           warn=lambda w: resp.warnings.add(code=w.code, image=w.image,
+                                                                            message=w.message))
             for path in sorted(Path(tmp).rglob("*")):
                 if path.is_file():
                     rel = path.relative_to(tmp).as_posix()

@@ -1,0 +1,68 @@
+"""The report through the services (#13): warnings in the gRPC progress stream and the report, provenance."""
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from semforge.client import GatewayClient, ProgressBar
+from semforge.common.v1 import common_pb2
+from semforge.embedded import start_embedded
+from semforge.storage import LocalStore
+
+
+@pytest.fixture(scope="module")
+def emb(tmp_path_factory):
+    e = start_embedded(store=LocalStore(tmp_path_factory.mktemp("store")))
+    c = GatewayClient(e.gateway_address)
+    c.wait_ready(30)
+    yield e
+    c.close()
+    e.stop(0.5)
+
+
+def test_warnings_in_progress_stream_client_and_report(emb, tmp_path):
+    path = tmp_path / "blank.tif"  # no pixel size, nothing to find
+    tifffile.imwrite(path, np.full((128, 160), 40, np.uint8))
+    c = GatewayClient(emb.gateway_address)
+    up = c.upload(path)
+    events, printed = [], io.StringIO()
+    bar = ProgressBar(printed)
+
+    def progress(ev):
+        events.append(ev)
+        bar(ev)
+
+    job = c.analyze([up.image.ref], ["blank"], common_pb2.AnalysisOptions(), progress=progress)
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.message
+    warn = [e for e in events if e.stage == "warning"]
+    codes = [e.warning.code for e in warn]
+    assert "uncalibrated" in codes and "no_particles" in codes
+    assert all(e.warning.image in ("blank", "") and e.warning.message for e in warn)
+    assert len(codes) == len(set((e.warning.code, e.warning.image, e.warning.message) for e in warn))
+    assert "warning [no_particles] blank:" in printed.getvalue()
+    c.download_outputs(job, tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {"uncalibrated", "no_particles"} <= {w["code"] for w in doc["warnings"]}
+    assert "no_particles" in (tmp_path / "out" / "report.html").read_text()
+    c.close()
+
+
+def test_provenance_through_the_gateway(emb, sample_tiff, tmp_path):
+    import semforge
+
+    path, _ = sample_tiff
+    c = GatewayClient(emb.gateway_address)
+    c.analyze_files([path], tmp_path / "gw", sample="prov")
+    c.close()
+    doc = json.loads((tmp_path / "gw" / "report.json").read_text())
+    assert doc["schema_version"] == "semforge.report/v2"
+    p = doc["provenance"]
+    assert p["version"] == semforge.__version__ and p["models"]["segmenter"]
+    (inp,) = p["inputs"]
+    assert inp["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert inp["calibration_source"] == "file:zeiss" and inp["file"]
+    assert [q["label"] for q in doc["distribution"]["quantiles"]][:3] == ["x10,0", "x50,0", "x90,0"]
