@@ -100,18 +100,21 @@ def test_distribution_labelled_iso9276_with_cis_and_fits(report):
 
 def test_shape_table_per_image_and_pooled(report):
     d, _, _, doc = report
-    shapes = doc["shapes"]
+    shapes = doc["shape_counts"]
     assert set(shapes) == {"a", "b", "all (pooled)"}
     pooled = shapes["all (pooled)"]
     for s, c in pooled.items():
         assert c == shapes["a"].get(s, 0) + shapes["b"].get(s, 0)
     assert sum(pooled.values()) == doc["distribution"]["count"]
     page = (d / "out" / "report.html").read_text()
-    assert "Shape classes" in page and "all (pooled)" in page
+    assert "Shape classes per image" in page and "all (pooled)" in page and "<h2>Shapes</h2>" in page
     from openpyxl import load_workbook
 
-    assert [r[0] for r in load_workbook(d / "out" / "report.xlsx")["shapes"].iter_rows(min_row=2, values_only=True)] \
-        == ["a", "b", "all (pooled)"]
+    wb = load_workbook(d / "out" / "report.xlsx")
+    assert [r[0] for r in wb["shape_counts"].iter_rows(min_row=2, values_only=True)] == ["a", "b", "all (pooled)"]
+    by_class = {r[0]: r for r in wb["shapes"].iter_rows(min_row=2, values_only=True)}  # the classifier's table
+    assert all(by_class[s][2] == c for s, c in pooled.items())  # measured per class = pooled counts
+    assert "median_sphere_diameter_nm" in [c.value for c in wb["shapes"][1]]
 
 
 def test_provenance_in_json_xlsx_and_html(report):

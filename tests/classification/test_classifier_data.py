@@ -120,3 +120,19 @@ def test_crops_from_a_rendered_scene_ideal_and_segmented(rendered):
     seg = [c for c, s in zip(y2, src2) if s == "segmented"]
     assert X2.shape[0] == len(y2) and len(seg) >= 0.6 * len(inner)  # the segmenter finds most particles
     assert set(seg) <= set(CLASSES["transmission"])
+
+
+def test_report_shape_table_counts_classes_and_medians_measured_dimensions():
+    from semforge.analysis._report import shape_table
+
+    rows = [{"shape": "rod", "excluded": False, "rod_length": 10.0, "rod_thickness": 2.0},
+            {"shape": "rod", "excluded": False, "rod_length": 20.0, "rod_thickness": 4.0},
+            {"shape": "rod", "excluded": True, "rod_length": 90.0, "rod_thickness": 9.0},
+            {"shape": "covered", "excluded": True},
+            {"shape": "cube", "excluded": False, "edge_length": 5.0}]
+    t = {r["shape"]: r for r in shape_table(rows)}
+    assert set(t) == {"rod", "covered", "cube"}
+    assert (t["rod"]["particles"], t["rod"]["measured"]) == (3, 2)
+    assert t["rod"]["median_rod_length"] == 15.0 and t["rod"]["median_rod_thickness"] == 3.0
+    assert np.isnan(t["rod"]["median_edge_length"]) and t["cube"]["median_edge_length"] == 5.0
+    assert (t["covered"]["particles"], t["covered"]["measured"]) == (1, 0)

@@ -303,3 +303,48 @@ def test_notes_render(name, tmp_path):
     out = documents(helm(*args).stdout)[0]["data"]["notes"]
     assert "semforge analyze IMAGE.tif --out report/ --server 127.0.0.1:50051" in out
     assert "rel-semforge-gateway" in out and "<no value>" not in out
+
+
+def _env(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_auth_services_behind_the_gateway_accept_only_its_secret(scenario):
+    """#15 on the cluster: segment/measure/classify run SEMFORGE_AUTH=service with the shared secret from a Secret
+    the chart renders (or the operator names); the gateway and the client-facing services check bearer tokens from
+    the tokens Secret mounted read-only (or run without auth only when asked)."""
+    name, _, docs = scenario
+    values = _values(name)
+    secrets = {d["metadata"]["name"] for d in _by_kind(docs, "Secret")}
+    for comp, kind, _obj, spec in _pod_specs(docs):
+        if comp not in SEMFORGE_SERVICES:
+            continue
+        env = _env(spec["containers"][0])
+        mode = env["SEMFORGE_AUTH"]["value"]
+        ref = env["SEMFORGE_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == "serviceToken"
+        if not values["auth"]["serviceSecret"]:
+            assert ref["name"] in secrets, (comp, ref)
+        mounts = {m["name"]: m for m in spec["containers"][0].get("volumeMounts", [])}
+        if comp in ("segment", "measure", "classify"):
+            assert mode == "service", comp
+            assert "tokens" not in mounts and "SEMFORGE_TOKENS" not in env
+        else:
+            assert mode == values["auth"]["gatewayMode"], comp
+            if mode == "tokens":
+                assert mounts["tokens"]["readOnly"] is True
+                assert env["SEMFORGE_TOKENS"]["value"].startswith(mounts["tokens"]["mountPath"] + "/")
+                vol = {v["name"]: v for v in spec["volumes"]}["tokens"]
+                assert vol["secret"]["optional"] is True
+
+
+def test_auth_modes_render():
+    docs = documents(render(sets=["auth.gatewayMode=none", "auth.serviceSecret=mine"]).stdout)
+    assert not [d for d in _by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-service")]
+    for comp, _kind, _obj, spec in _pod_specs(docs):
+        if comp in SEMFORGE_SERVICES:
+            env = _env(spec["containers"][0])
+            assert env["SEMFORGE_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+            assert "tokens" not in {v["name"] for v in spec["volumes"]}
+    r = render(sets=["auth.gatewayMode=open"], check=False)
+    assert r.returncode != 0 and "gatewayMode" in r.stderr

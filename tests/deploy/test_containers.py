@@ -137,6 +137,7 @@ minio: {{enabled: false}}
 store:
   external: {{enabled: true, endpoint: "s3-{tag}:9000", secure: false, accessKey: {KEY}, secretKey: {SECRET}}}
 render: {{enabled: false}}
+auth: {{gatewayMode: none}}
 """)
     docs = documents(render([CHART / "ci/laptop-values.yaml", values], release=release).stdout)
     s3 = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"s3-{tag}"}, "spec": {
@@ -149,7 +150,7 @@ render: {{enabled: false}}
     pods, skipped = to_podman(docs, publish={gateway: port}, extra_pods=[s3])
     assert {p["metadata"]["name"] for p in pods} == {f"s3-{tag}", gateway, *(f"{release}-semforge-{s}" for s in
                                                      ("segment", "measure", "classify"))}
-    assert skipped == [f"Secret/{release}-semforge-store"]
+    assert sorted(skipped) == [f"Secret/{release}-semforge-service", f"Secret/{release}-semforge-store"]
     import yaml
 
     play = tmp_path / "play.yaml"

@@ -137,3 +137,35 @@ affinity:
 {{- fail (printf "%s.pdb.minAvailable (%d) must be below %s.replicas (%d)" .component (int .values.pdb.minAvailable) .component (int .values.replicas)) -}}
 {{- end -}}
 {{- end -}}
+
+{{- /* Authentication (values: auth). Services behind the gateway accept only its shared secret; the gateway and
+the services clients may call (render, translate) check bearer tokens from the tokens Secret. */ -}}
+{{- define "semforge.serviceSecretName" -}}
+{{- .Values.auth.serviceSecret | default (include "semforge.componentName" (dict "root" . "component" "service")) -}}
+{{- end -}}
+
+{{- define "semforge.tokensSecretName" -}}
+{{- .Values.auth.tokensSecret | default (include "semforge.componentName" (dict "root" . "component" "tokens")) -}}
+{{- end -}}
+
+{{- define "semforge.behindGateway" -}}
+{{- if has .component (list "segment" "measure" "classify") }}true{{ end -}}
+{{- end -}}
+
+{{- define "semforge.usesTokens" -}}
+{{- if and (eq .root.Values.auth.gatewayMode "tokens") (not (include "semforge.behindGateway" .)) }}true{{ end -}}
+{{- end -}}
+
+{{- define "semforge.authEnv" -}}
+- name: SEMFORGE_AUTH
+  value: {{ if include "semforge.behindGateway" . }}service{{ else }}{{ .root.Values.auth.gatewayMode }}{{ end }}
+- name: SEMFORGE_SERVICE_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "semforge.serviceSecretName" .root }}
+      key: serviceToken
+{{- if include "semforge.usesTokens" . }}
+- name: SEMFORGE_TOKENS
+  value: /etc/semforge/tokens/tokens.json
+{{- end }}
+{{- end -}}

@@ -232,7 +232,7 @@ def write_sample_report(results: list[ImageResult], outdir: str | os.PathLike, *
     """Aggregate several images of one sample into one report.
 
     Writes ``summary.csv`` (per image and for the whole sample),
-    ``report.xlsx`` (summary, distribution, shapes, particles, images,
+    ``report.xlsx`` (summary, distribution, shapes, shape_counts, particles, images,
     warnings, parameters), ``report.json`` (``schema_version``
     :data:`REPORT_SCHEMA`), histogram and distribution PNGs and a
     self-contained ``report.html`` (warning banner, ISO 9276 distribution,
@@ -280,8 +280,8 @@ def write_sample_report(results: list[ImageResult], outdir: str | os.PathLike, *
         for row in summary:
             w.writerow([_fmt(row[c]) for c in scols])
     pcols, file_rows = _file_table(allp, unit)
-    shapes = {r.name: shape_class_counts(r.particles)["all"] for r in results}
-    shapes["all (pooled)"] = shape_class_counts(allp)["all"]
+    shape_counts = {r.name: shape_class_counts(r.particles)["all"] for r in results}
+    shape_counts["all (pooled)"] = shape_class_counts(allp)["all"]
     info = []
     for r in results:
         reasons: dict[str, int] = {}
@@ -298,21 +298,26 @@ def write_sample_report(results: list[ImageResult], outdir: str | os.PathLike, *
         info.append(row)
     icols = list(info[0].keys())
     dcols, drows = _distribution_rows(distribution)
-    shape_names = list(shapes["all (pooled)"]) or ["unknown"]
+    shape_names = list(shape_counts["all (pooled)"]) or ["unknown"]
     _xlsx(out / "report.xlsx", {
         "summary": (scols, ([row[c] for c in scols] for row in summary)),  # one unit per row: its column
         "distribution": (dcols, drows),
-        "shapes": (["image"] + shape_names + ["total"],
-                   ([img] + [c.get(s, 0) for s in shape_names] + [sum(c.values())] for img, c in shapes.items())),
+        "shapes": (_SHAPE_COLS[:3] + [f"{c}_{unit}" for c in _SHAPE_COLS[3:]],
+                   ([row[c] for c in _SHAPE_COLS] for row in shape_table(allp))),
+        "shape_counts": (["image"] + shape_names + ["total"],
+                         ([img] + [c.get(s, 0) for s in shape_names] + [sum(c.values())]
+                          for img, c in shape_counts.items())),
         "particles": (pcols, ([r.get(c) for c in pcols] for r in file_rows)),
         "images": (icols, ([row.get(c) for c in icols] for row in info)),
         "warnings": (["code", "image", "message"], ([w.code, w.image, w.message] for w in warnings)),
         "parameters": (["parameter", "value"], ([k, v] for k, v in _flatten(prov))),
     })
     calibrated = unit == "nm"
+    shapes = shape_table(allp)
     doc = {"schema_version": REPORT_SCHEMA, "title": title, "unit": unit, "calibrated": calibrated,
            "warnings": [w.as_dict() for w in warnings], "provenance": prov, "images": info,
-           "distribution": distribution, "shapes": shapes, "summary": summary, "particles": file_rows}
+           "distribution": distribution, "shapes": shapes, "shape_counts": shape_counts, "summary": summary,
+           "particles": file_rows}
     (out / "report.json").write_text(json.dumps(_nan_to_none(doc), indent=1))
     hists = _histograms(allp, unit, out)
     if distribution["count"] >= 2:
@@ -320,7 +325,7 @@ def write_sample_report(results: list[ImageResult], outdir: str | os.PathLike, *
                           title=f"ECD, n = {distribution['count']} (pooled)")
     _write_html(out / "report.html", title=title, unit=unit, info=info, summary=summary, hists=hists,
                 overlays={r.name: out / r.name / "overlay.png" for r in results}, warnings=warnings,
-                distribution=distribution, shapes=shapes, provenance=prov,
+                distribution=distribution, shapes=shapes, shape_counts=shape_counts, provenance=prov,
                 dist_plot=out / "distribution.png")
     written = {"summary": str(out / "summary.csv"), "xlsx": str(out / "report.xlsx"),
                "json": str(out / "report.json"), "html": str(out / "report.html")}
@@ -361,8 +366,8 @@ def _provenance(results: list[ImageResult], given: dict[str, Any] | None) -> dic
         row.update(pixel_size_nm=r.calibration.pixel_size_nm, calibration_source=r.calibration.source)
         merged.append(row)
     prov["inputs"] = merged
-    prov.setdefault("measure_options", dataclasses.asdict(results[0].options)
-                    if dataclasses.is_dataclass(results[0].options) else {})
+    if "options" not in prov and dataclasses.is_dataclass(results[0].options):  # called without the pipeline
+        prov["measure_options"] = dataclasses.asdict(results[0].options)
     return prov
 
 
@@ -374,6 +379,25 @@ def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
             return [(prefix, json.dumps(list(d)))]
         return [kv for i, v in enumerate(d) for kv in _flatten(v, f"{prefix}[{i}]")]
     return [(prefix, d if isinstance(d, (int, float, str)) or d is None else str(d))]
+
+
+_SHAPE_DIMS = ("sphere_diameter", "rod_length", "rod_thickness", "edge_length")
+_SHAPE_COLS = ["shape", "particles", "measured"] + [f"median_{k}" for k in _SHAPE_DIMS]
+
+
+def shape_table(particles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per shape class: particles, measured (included) ones and the median of each shape-specific dimension
+    over the measured ones (Bals & Epple 2023: edge length, rod length and thickness, sphere diameter)."""
+    out = []
+    for shape in sorted({p.get("shape", "unknown") for p in particles}):
+        rows = [p for p in particles if p.get("shape", "unknown") == shape]
+        inc = [p for p in rows if not p["excluded"]]
+        row: dict[str, Any] = {"shape": shape, "particles": len(rows), "measured": len(inc)}
+        for k in _SHAPE_DIMS:
+            v = [p[k] for p in inc if p.get(k) is not None]
+            row[f"median_{k}"] = float(np.median(v)) if v else float("nan")
+        out.append(row)
+    return out
 
 
 def _nan_to_none(o: Any) -> Any:
@@ -431,7 +455,8 @@ def _row(cells: Iterable[Any], tag: str = "td") -> str:
 
 def _write_html(path: Path, *, title: str, unit: str, info: list[dict[str, Any]], summary: list[dict[str, Any]],
                 hists: dict[str, str], overlays: dict[str, Path], warnings: list[Warning_] = (),
-                distribution: dict[str, Any] | None = None, shapes: dict[str, dict[str, int]] | None = None,
+                distribution: dict[str, Any] | None = None, shapes: list[dict[str, Any]] = (),
+                shape_counts: dict[str, dict[str, int]] | None = None,
                 provenance: dict[str, Any] | None = None, dist_plot: Path | None = None) -> None:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
@@ -459,12 +484,21 @@ def _write_html(path: Path, *, title: str, unit: str, info: list[dict[str, Any]]
         if dist_plot is not None and dist_plot.exists():
             parts.append(_img_tag(dist_plot, 900))
         parts.append(f"<p><small>{e(d['method'])}</small></p>")
-    if shapes:
-        names = list(shapes.get("all (pooled)", {})) or ["unknown"]
-        parts.append("<h2>Shape classes (included particles)</h2><table>"
+    if shapes:  # shape classes (covered / agglomerate: kept in the table, not measured)
+        parts.append(f"<h2>Shapes</h2><table><tr><th>shape</th><th>particles</th><th>measured</th>"
+                     f"<th>sphere diameter ({unit})</th><th>rod length ({unit})</th><th>rod thickness ({unit})</th>"
+                     f"<th>edge length ({unit})</th></tr>")
+        for row in shapes:
+            vals = [row["shape"], row["particles"], row["measured"]] + [
+                "" if math.isnan(row[f"median_{k}"]) else f"{row[f'median_{k}']:.4g}" for k in _SHAPE_DIMS]
+            parts.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in vals) + "</tr>")
+        parts.append("</table><p>Medians over the measured particles of each class.</p>")
+    if shape_counts:
+        names = list(shape_counts.get("all (pooled)", {})) or ["unknown"]
+        parts.append("<h3>Shape classes per image (measured particles)</h3><table>"
                      + _row(["image"] + names + ["total"], "th")
                      + "".join(_row([img] + [c.get(s, 0) for s in names] + [sum(c.values())])
-                               for img, c in shapes.items()) + "</table>")
+                               for img, c in shape_counts.items()) + "</table>")
     parts.append("<h2>Images</h2><table>" + _row(info[0].keys(), "th"))
     parts.extend(_row(row.values()) for row in info)
     parts.append("</table>")

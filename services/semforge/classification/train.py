@@ -356,8 +356,8 @@ def cli_train(args) -> int:
 
     data = list(args.data or [])
     if not data:
-        raise ValueError("give the rendered scenes with --data DIR ... (semforge render --recipe classifier-se "
-                         "renders them; see docs/classification.md)")
+        raise ValueError("give the rendered scenes with --data DIR ... (the recipes in "
+                         "semforge.classification.recipes render them; see docs/classification.md)")
     for d in data:
         if not Path(d).exists():
             raise FileNotFoundError(f"no such training data: {d}")
