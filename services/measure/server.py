@@ -35,7 +35,7 @@ class MeasureServicer(measure_pb2_grpc.MeasureServiceServicer):
         prep = Prepared(name=request.image_name or "image", calibration=calibration_from_pb(request.calibration),
                         specimen_rows=request.specimen_rows or h, height=h, width=w)
         m = LocalStages().measure(prep, mask > 0, opts)
-        labels = put_labels(self.store, m.labels)
+        labels = put_labels(self.store, m.labels, prep.calibration)  # labels.tif as in process, calibrated
         table = put_table(self.store, m.table)
         return measure_pb2.MeasureResponse(labels=ref_pb(labels, "image/tiff"),
                                            particles=ref_pb(table, "application/json"),

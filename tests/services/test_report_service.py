@@ -66,3 +66,35 @@ def test_provenance_through_the_gateway(emb, sample_tiff, tmp_path):
     assert inp["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert inp["calibration_source"] == "file:zeiss" and inp["file"]
     assert [q["label"] for q in doc["distribution"]["quantiles"]][:3] == ["x10,0", "x50,0", "x90,0"]
+
+
+def _compare_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "deploy" / "compare.py"
+    spec = importlib.util.spec_from_file_location("semforge_tests_compare", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gateway_report_equals_in_process_with_no_tolerated_gap(emb, sample_tiff, tmp_path):
+    """labels.tif with its ImageJ calibration and gray_mean/gray_sd now come out of both paths identically:
+    compare.py tolerates only the run's timestamp and the input's name (file vs object key)."""
+    import tifffile
+    from semforge.pipeline import analyze_paths
+
+    cmp = _compare_module()
+    assert cmp.KNOWN_REMOTE_GAPS == set()
+    path, _ = sample_tiff
+    c = GatewayClient(emb.gateway_address)
+    c.analyze_files([path], tmp_path / "gw", sample="same")
+    c.close()
+    analyze_paths([str(path)], tmp_path / "local", title="semforge report: same")
+    cmp.assert_same_results(tmp_path / "local", tmp_path / "gw")
+    with tifffile.TiffFile(tmp_path / "gw" / "synthetic_1" / "labels.tif") as t:
+        assert t.imagej_metadata["unit"] == "nm"
+        xres = t.pages[0].tags["XResolution"].value
+        assert xres[1] / xres[0] == pytest.approx(2.5, rel=1e-6)  # nm per px, as Fiji reads it
+    assert "gray_mean" in (tmp_path / "gw" / "synthetic_1" / "particles.csv").read_text().splitlines()[0]

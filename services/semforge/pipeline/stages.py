@@ -157,6 +157,7 @@ def provenance(outcomes: list[ImageOutcome], options: AnalysisOptions) -> dict[s
     classifiers = sorted({getattr(o.measured.table, "classifier", "") or "" for o in outcomes} - {""})
     opts = dataclasses.asdict(options)
     opts["databar"] = str(options.databar)
+    opts["measure"].pop("classify", None)  # internal switch: the pipeline always runs its classify stage
     return {
         "models": {"segmenter": options.segmenter or DEFAULT_SEGMENTER,
                    "classifier": ", ".join(classifiers) or DEFAULT_CLASSIFIER},
