@@ -98,3 +98,18 @@ def test_gateway_report_equals_in_process_with_no_tolerated_gap(emb, sample_tiff
         xres = t.pages[0].tags["XResolution"].value
         assert xres[1] / xres[0] == pytest.approx(2.5, rel=1e-6)  # nm per px, as Fiji reads it
     assert "gray_mean" in (tmp_path / "gw" / "synthetic_1" / "particles.csv").read_text().splitlines()[0]
+
+
+def test_quiet_cli_through_the_gateway_still_prints_warnings(emb, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "blank.tif"
+    tifffile.imwrite(path, np.full((96, 128), 40, np.uint8))
+    r = subprocess.run([str(Path(sys.executable).parent / "semforge"), "client", "--server", emb.gateway_address,
+                        "analyze", str(path), "--out", str(tmp_path / "out"), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "warning [uncalibrated] blank:" in r.stderr and "warning [no_particles] blank:" in r.stderr
+    assert "[###" not in r.stderr and "few_particles" not in r.stderr  # quiet: no progress; 0 particles: no_particles

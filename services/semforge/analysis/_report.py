@@ -220,8 +220,9 @@ def report_warnings(results: list[ImageResult], distribution: dict[str, Any] | N
         out += plausibility_warnings(image=r.name, calibration=r.calibration, particles=r.particles,
                                      image_shape=tuple(r.labels.shape[:2]),
                                      min_diameter_nm=getattr(r.options, "min_diameter_nm", None))
-    for msg in (distribution or {}).get("warnings", []):
-        out.append(Warning_("few_particles", "", msg))
+    if (distribution or {}).get("count"):  # none at all: the images' no_particles warnings say it
+        for msg in distribution.get("warnings", []):
+            out.append(Warning_("few_particles", "", msg))
     return out
 
 
