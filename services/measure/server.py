@@ -3,6 +3,7 @@ report stage (per-image files and the sample report) behind gRPC."""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class MeasureServicer(measure_pb2_grpc.MeasureServiceServicer):
         prep = Prepared(name=request.image_name or "image", calibration=calibration_from_pb(request.calibration),
                         specimen_rows=request.specimen_rows or h, height=h, width=w)
         m = LocalStages().measure(prep, mask > 0, opts)
-        labels = put_labels(self.store, m.labels)
+        labels = put_labels(self.store, m.labels, prep.calibration)  # labels.tif as in process, calibrated
         table = put_table(self.store, m.table)
         return measure_pb2.MeasureResponse(labels=ref_pb(labels, "image/tiff"),
                                            particles=ref_pb(table, "application/json"),
@@ -52,14 +53,18 @@ class MeasureServicer(measure_pb2_grpc.MeasureServiceServicer):
         for im in request.images:
             table = get_table(self.store, im.particles.key)
             labels = get_array(self.store, im.labels.key)
-            gray = to_gray_float(load_image(self.store.get_bytes(im.image.key), name=im.name).pixels)
+            data = self.store.get_bytes(im.image.key)
+            gray = to_gray_float(load_image(data, name=im.name).pixels)
             prep = Prepared(name=im.name, calibration=table.calibration, specimen_rows=table.specimen_rows,
-                            height=labels.shape[0], width=labels.shape[1], gray=gray)
+                            height=labels.shape[0], width=labels.shape[1], gray=gray, source=im.image.key,
+                            sha256=hashlib.sha256(data).hexdigest())
             outcomes.append(ImageOutcome(prep, Measured(table, labels, len(table.particles), len(table.included()))))
         resp = measure_pb2.ReportResponse()
         with tempfile.TemporaryDirectory(prefix="semforge-report-") as tmp:
             LocalStages(outdir=tmp).report(outcomes, opts, title=request.title or "semforge report",
-                                           write_labels=False)
+                                           write_labels=False,
+                                           warn=lambda w: resp.warnings.add(code=w.code, image=w.image,
+                                                                            message=w.message))
             for path in sorted(Path(tmp).rglob("*")):
                 if path.is_file():
                     rel = path.relative_to(tmp).as_posix()

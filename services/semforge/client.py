@@ -29,6 +29,11 @@ class ProgressBar:
         self.last = ""
 
     def __call__(self, ev: common_pb2.ProgressEvent) -> None:
+        if ev.stage == "warning":  # a plausibility warning (#13): its own line, never overwritten
+            self.stream.write(("\n" if self.tty else "") + (ev.message or f"warning [{ev.warning.code}] "
+                                                              f"{ev.warning.image}: {ev.warning.message}") + "\n")
+            self.stream.flush()
+            return
         filled = int(round(ev.fraction * self.width))
         bar = "#" * filled + "-" * (self.width - filled)
         what = f"{ev.image_name} {ev.stage}".strip()

@@ -98,7 +98,7 @@ class SameSizeCorruption(StoreStages):
             p.write_bytes(b"x" * p.stat().st_size)
         return out
 
-    def report(self, outcomes, options, *, title):
+    def report(self, outcomes, options, *, title, warn=None):
         for o in outcomes:
             self.store.get_bytes(o.measured.labels.key)  # ObjectCorrupt (NOT_FOUND) for a damaged one
         return super().report(outcomes, options, title=title)

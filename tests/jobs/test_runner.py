@@ -53,7 +53,7 @@ class StoreStages:
         self.calls.append(("classify", prep.name))
         return measured
 
-    def report(self, outcomes, options, *, title):
+    def report(self, outcomes, options, *, title, warn=None):
         self.calls.append(("report", ",".join(o.prepared.name for o in outcomes)))
         return {"report.html": self._put(title.encode())}
 

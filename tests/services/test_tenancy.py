@@ -50,7 +50,7 @@ class Stages:
     def classify(self, prep, measured, options):
         return measured
 
-    def report(self, outcomes, options, *, title):
+    def report(self, outcomes, options, *, title, warn=None):
         return {"report.html": ref_pb(self.store.put_bytes(f"jobs/{self.job_id}/report/report.html", title.encode()))}
 
 

@@ -57,7 +57,7 @@ class Warning_:
         return asdict(self)
 
     def __str__(self) -> str:
-        return f"warning [{self.code}] {self.image}: {self.message}"
+        return f"warning [{self.code}] {self.image or '(sample)'}: {self.message}"
 
 
 class MixedCalibrationError(UserInputError):

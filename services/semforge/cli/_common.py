@@ -97,6 +97,12 @@ class RemoteAnalysis:
                    args.wait, args.quiet)
 
 
+def _warnings_only(ev) -> None:
+    """--quiet: no progress, but plausibility warnings are never silent (#13)."""
+    if ev.stage == "warning":
+        sys.stderr.write(ev.message + "\n")
+
+
 def analyze_remote(a: RemoteAnalysis) -> int:
     """Upload, analyse and fetch through a gateway (the work is the client library's)."""
     from pathlib import Path
@@ -114,7 +120,7 @@ def analyze_remote(a: RemoteAnalysis) -> int:
     with GatewayClient(a.server) as c:
         try:
             job = c.analyze_files(a.images, a.out, a.options, sample=a.sample, wait_s=a.wait_s,
-                                  progress=None if a.quiet else ProgressBar(), on_upload=uploaded)
+                                  progress=_warnings_only if a.quiet else ProgressBar(), on_upload=uploaded)
         except TimeoutError as exc:
             raise CliError(str(exc), 3) from None
         except JobFailed as exc:

@@ -40,11 +40,14 @@ class EventHub:
             s = self._streams.get(job_id)
             return s is not None and not s.done
 
-    def emit(self, job, index: int, name: str, stage: str, fraction: float, message: str = "") -> None:
+    def emit(self, job, index: int, name: str, stage: str, fraction: float, message: str = "",
+             warning=None) -> None:
         from semforge.common.v1 import common_pb2
 
         ev = common_pb2.ProgressEvent(job_id=job.job_id, image_index=index, image_name=name, stage=stage,
                                       fraction=fraction, message=message, state=job.state)
+        if warning is not None:  # stage "warning" (#13): semforge.analysis.Warning_
+            ev.warning.code, ev.warning.image, ev.warning.message = warning.code, warning.image, warning.message
         with self._lock:
             s = self._streams.get(job.job_id)
         if s:

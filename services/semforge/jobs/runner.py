@@ -503,10 +503,17 @@ class JobRunner:
         job.images_done = n
         self._check(job)
         self.events.emit(job, n - 1, "", "report", 0.95, "writing the sample report")
+        warned: set = set()
+
+        def warn(w):  # plausibility warnings into the progress stream (#13); once each, even over retries
+            if w not in warned:
+                warned.add(w)
+                self.events.emit(job, n - 1, w.image, "warning", 0.95, str(w), warning=w)
+
         for attempt in range(3):
             try:
                 outputs = self._retry(job, "report", lambda: stages.report(
-                    outcomes, options, title=f"semforge report: {job.sample}"), 0.95)
+                    outcomes, options, title=f"semforge report: {job.sample}", warn=warn), 0.95)
                 break
             except Exception as exc:  # noqa: BLE001 - filtered just below
                 if attempt == 2 or not self._lost_result(exc, job.inputs[0]):

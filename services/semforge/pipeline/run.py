@@ -55,6 +55,13 @@ def analyze(stages: Stages, sources: Sequence[tuple[Any, str]], options: Analysi
              for i, (src, name) in enumerate(sources)]
     check_calibration_consistency((p.name, p.calibration) for p in preps)
     outcomes = []
+    seen: set[Warning_] = set()
+
+    def warn_once(w: Warning_) -> None:
+        if warn is not None and w not in seen:
+            seen.add(w)
+            warn(w)
+
     for i, ((src, name), prep) in enumerate(zip(sources, preps)):
         outcome = analyze_image(stages, src, name, options, around=around(i, name) if around else _direct,
                                 prepared=prep)
@@ -64,6 +71,7 @@ def analyze(stages: Stages, sources: Sequence[tuple[Any, str]], options: Analysi
             for w in plausibility_warnings(image=name, calibration=prep.calibration, particles=table.particles,
                                            image_shape=(prep.height, prep.width),
                                            min_diameter_nm=options.measure.min_diameter_nm):
-                warn(w)
+                warn_once(w)
     wrap = around(len(sources) - 1, "") if around else _direct
-    return wrap("report", lambda: stages.report(outcomes, options, title=title))
+    # the report stage hands on every warning of the sample (also those of a remote measure service)
+    return wrap("report", lambda: stages.report(outcomes, options, title=title, warn=warn_once))

@@ -9,14 +9,18 @@ pure: retry, cancel and progress wrap them from outside (see :func:`analyze_imag
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from ..analysis import (CONFIDENCE_LIMIT, add_gray_stats, ImageResult, ScaleBar, check_scale_bar, classify_particles, load_image,
                         measure_mask, resolve_calibration, to_gray_float, write_image_outputs, write_sample_report)
+from ..analysis._checks import Warning_
+from ..analysis._report import report_warnings, sample_distribution
 from ..inference import DEFAULT_SEGMENTER, Segmenter, create_segmenter
 from .types import AnalysisOptions, ImageFacts, ImageOutcome, Measured, Prepared, describe_image
 
@@ -34,7 +38,8 @@ class Stages(Protocol):
 
     def classify(self, prep: Prepared, measured: Measured, options: AnalysisOptions) -> Measured: ...
 
-    def report(self, outcomes: list[ImageOutcome], options: AnalysisOptions, *, title: str) -> dict[str, Any]: ...
+    def report(self, outcomes: list[ImageOutcome], options: AnalysisOptions, *, title: str,
+               warn: Callable[[Any], None] | None = None) -> dict[str, Any]: ...
 
 
 def prepare_facts(facts: ImageFacts, name: str, options: AnalysisOptions, image: Any = None) -> Prepared:
@@ -68,6 +73,10 @@ class LocalStages:
         loaded = load_image(source, name=name)
         prep = prepare_facts(describe_image(loaded), name, options)
         prep.gray = to_gray_float(loaded.pixels)
+        if isinstance(source, (str, os.PathLike)):
+            prep.source, prep.sha256 = os.path.basename(os.fspath(source)), _sha256_file(source)
+        elif isinstance(source, (bytes, bytearray)):
+            prep.source, prep.sha256 = name, hashlib.sha256(source).hexdigest()
         return prep
 
     def segment(self, prep: Prepared, options: AnalysisOptions) -> np.ndarray:
@@ -105,7 +114,9 @@ class LocalStages:
         return measured
 
     def report(self, outcomes: list[ImageOutcome], options: AnalysisOptions, *, title: str,
-               write_labels: bool = True) -> dict[str, str]:
+               write_labels: bool = True, warn: Callable[[Warning_], None] | None = None) -> dict[str, str]:
+        """Per-image files and the sample report; ``warn`` receives every plausibility warning of the sample
+        (they are written into the report too: HTML banner, JSON ``warnings``, XLSX sheet)."""
         if self.outdir is None:
             raise RuntimeError("LocalStages.report needs an output directory")
         results = []
@@ -114,4 +125,43 @@ class LocalStages:
             res = ImageResult.from_table(o.measured.table, o.measured.labels, options.measure)
             write_image_outputs(res, o.prepared.gray, self.outdir / res.name, write_labels=write_labels)
             results.append(res)
-        return write_sample_report(results, self.outdir, title=title)
+        dist = sample_distribution(results)
+        warnings = report_warnings(results, dist)
+        self.warnings = warnings
+        if warn is not None:
+            for w in warnings:
+                warn(w)
+        prov = provenance(outcomes, options)
+        if self._segmenter is not None:  # the one actually used here
+            prov["models"]["segmenter"] = (self._segmenter if isinstance(self._segmenter, str)
+                                           else getattr(self._segmenter, "name", type(self._segmenter).__name__))
+        return write_sample_report(results, self.outdir, title=title, warnings=warnings, distribution=dist,
+                                   provenance=prov)
+
+
+def _sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def provenance(outcomes: list[ImageOutcome], options: AnalysisOptions) -> dict[str, Any]:
+    """What produced a report (#13): models, every option, the inputs with their sha256.
+
+    The software version and timestamp are added by the report writer.
+    """
+    from ..classification import DEFAULT_CLASSIFIER
+
+    classifiers = sorted({getattr(o.measured.table, "classifier", "") or "" for o in outcomes} - {""})
+    opts = dataclasses.asdict(options)
+    opts["databar"] = str(options.databar)
+    opts["measure"].pop("classify", None)  # internal switch: the pipeline always runs its classify stage
+    return {
+        "models": {"segmenter": options.segmenter or DEFAULT_SEGMENTER,
+                   "classifier": ", ".join(classifiers) or DEFAULT_CLASSIFIER},
+        "options": opts,
+        "inputs": [{"name": o.prepared.name, "file": o.prepared.source, "sha256": o.prepared.sha256}
+                   for o in outcomes],
+    }

@@ -143,6 +143,9 @@ class Prepared:
     width: int
     image: Any = None
     gray: np.ndarray | None = None
+    #: provenance (#13): the input as given (file name or object key) and the sha256 of its bytes
+    source: str = ""
+    sha256: str = ""
 
 
 @dataclass

@@ -8,6 +8,7 @@ and read through :mod:`semforge.codec` here too.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -150,7 +151,16 @@ def put_mask(store: ObjectStore, mask: np.ndarray) -> ObjectInfo:
     return put_png(store, (np.asarray(mask) > 0).astype(np.uint8) * 255)
 
 
-def put_labels(store: ObjectStore, labels: np.ndarray) -> ObjectInfo:
+def put_labels(store: ObjectStore, labels: np.ndarray, calibration=None) -> ObjectInfo:
+    """Store a label image; with a ``calibration`` as the ImageJ TIFF the in-process ``labels.tif`` is (#13:
+    Fiji opens it calibrated, byte for byte the same file), up to 65535 labels (beyond: plain uint32 TIFF)."""
+    lab = np.asarray(labels)
+    if calibration is not None and (int(lab.max()) if lab.size else 0) <= 65535:
+        from ..analysis._io import write_labels_tiff
+
+        buf = io.BytesIO()
+        write_labels_tiff(buf, lab, calibration)
+        return _put(store, buf.getvalue())
     return _put(store, codec.encode_labels(labels))
 
 

@@ -85,7 +85,8 @@ class RemoteStages:
             modality=modality_pb(options.measure.modality)), timeout=self.stubs.timeout_s)
         return Measured(table=r.particles, labels=measured.labels, count=measured.count, included=measured.included)
 
-    def report(self, outcomes: list[ImageOutcome], options: AnalysisOptions, *, title: str) -> dict[str, Any]:
+    def report(self, outcomes: list[ImageOutcome], options: AnalysisOptions, *, title: str,
+               warn=None) -> dict[str, Any]:
         from semforge.measure.v1 import measure_pb2
 
         req = measure_pb2.ReportRequest(title=title, output_prefix=self.output_prefix,
@@ -93,6 +94,12 @@ class RemoteStages:
         for o in outcomes:
             req.images.add(name=o.prepared.name, image=o.prepared.image, labels=o.measured.labels,
                            particles=o.measured.table)
-        return dict(self.stubs.measure.Report(req, timeout=self.stubs.timeout_s).outputs)
+        resp = self.stubs.measure.Report(req, timeout=self.stubs.timeout_s)
+        if warn is not None:  # the sample's plausibility warnings (#13), as the measure service found them
+            from ..analysis import Warning_
+
+            for w in resp.warnings:
+                warn(Warning_(w.code, w.image, w.message))
+        return dict(resp.outputs)
 
 
