@@ -14,7 +14,7 @@ import grpc
 from .common.v1 import common_pb2
 from .gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
-__all__ = ["GatewayClient", "ProgressBar", "JobFailed"]
+__all__ = ["GatewayClient", "ProgressBar", "JobFailed", "StreamLost"]
 
 CHUNK = 1 << 20
 
@@ -54,6 +54,17 @@ class JobFailed(Exception):
     def __init__(self, job):
         super().__init__(f"job {job.job_id} {common_pb2.JobState.Name(job.state)}: {job.message}")
         self.job = job
+
+
+class StreamLost(Exception):
+    """The progress stream of a running job broke and could not be re-attached within ``reattach_s``: the job
+    goes on in the server (its record is in the store); ``job_id`` is what to follow it by."""
+
+    def __init__(self, job_id: str, exc: grpc.RpcError):
+        super().__init__(f"lost the gateway ({exc.code().name}: {exc.details()}); job {job_id} goes on in the "
+                         f"server: follow it with `semforge client status {job_id}`, then "
+                         f"`semforge client fetch {job_id} --out DIR`")
+        self.job_id = job_id
 
 
 def _busy_hint(exc: grpc.RpcError) -> float | None:
@@ -143,18 +154,25 @@ class GatewayClient:
         names = [key_segment(n) for n in names] if names else names
         req = gateway_pb2.AnalyzeRequest(images=refs, names=names, options=options, sample=sample)
         job = None
+        job_id = ""
         give_up = time.monotonic() + self.busy_wait_s
         while True:
             received = False
             try:
                 for msg in self.stub.Analyze(req):
                     received = True
-                    if msg.HasField("event") and progress:
-                        progress(msg.event)
+                    if msg.HasField("event"):
+                        job_id = job_id or msg.event.job_id
+                        if progress:
+                            progress(msg.event)
                     if msg.HasField("job"):
                         job = msg.job
                 break
             except grpc.RpcError as exc:
+                if received and job_id and exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    # the gateway went away mid-job (a replica replaced, a restart): the job lives in the store;
+                    # follow it on through whichever replica answers next
+                    return self.watch(job_id, progress=progress)
                 # a gateway at its stream cap refuses before creating the job: wait as it says and ask again
                 hint = _busy_hint(exc)
                 if received or hint is None or time.monotonic() > give_up:
@@ -163,6 +181,33 @@ class GatewayClient:
         if job is None:
             raise RuntimeError("the gateway ended the analysis stream without a job record")
         return job
+
+    def watch(self, job_id: str, *, progress: Callable[[common_pb2.ProgressEvent], None] | None = None,
+              reattach_s: float | None = None) -> common_pb2.Job:
+        """Follow a job to its end (``WatchJob``), re-attaching with backoff while the gateway is UNAVAILABLE
+        (for up to ``reattach_s``, default ``busy_wait_s``); :class:`StreamLost` (with the job id) after that."""
+        deadline = time.monotonic() + (self.busy_wait_s if reattach_s is None else reattach_s)
+        delay = 0.2
+        while True:
+            job = None
+            try:
+                for msg in self.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job_id)):
+                    if msg.HasField("event") and progress:
+                        progress(msg.event)
+                    if msg.HasField("job"):
+                        job = msg.job
+                if job is not None:
+                    return job
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE and _busy_hint(exc) is None:
+                    raise
+                if time.monotonic() > deadline:
+                    raise StreamLost(job_id, exc) from None
+                if progress and delay == 0.2:  # say it once: the job goes on, the client waits for a gateway
+                    progress(common_pb2.ProgressEvent(job_id=job_id, stage="waiting", message=(
+                        f"lost the gateway ({exc.code().name}); re-attaching to job {job_id}")))
+                time.sleep(_busy_hint(exc) or delay)
+                delay = min(delay * 2, 5.0)
 
     def analyze_files(self, paths: list[str | os.PathLike], outdir: str | os.PathLike, options=None, *,
                       sample: str = "sample", wait_s: float = 30.0,

@@ -107,7 +107,7 @@ def analyze_remote(a: RemoteAnalysis) -> int:
     """Upload, analyse and fetch through a gateway (the work is the client library's)."""
     from pathlib import Path
 
-    from ..client import GatewayClient, JobFailed, ProgressBar
+    from ..client import GatewayClient, JobFailed, ProgressBar, StreamLost
 
     def uploaded(path, r):
         if a.quiet:
@@ -125,5 +125,7 @@ def analyze_remote(a: RemoteAnalysis) -> int:
             raise CliError(str(exc), 3) from None
         except JobFailed as exc:
             raise CliError(str(exc), 1) from None
+        except StreamLost as exc:  # the job goes on in the server: say which one, to follow it (#15)
+            raise CliError(str(exc), 3) from None
     print(f"report: {Path(a.out) / 'report.html'} (job {job.job_id})")
     return 0
