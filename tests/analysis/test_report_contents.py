@@ -192,3 +192,18 @@ def test_html_for_20_images_of_1024x768_is_small(tmp_path):
     overlays = sum((tmp_path / f"im{i:02d}" / "overlay.png").stat().st_size for i in range(20))
     print(f"report.html {size / 1e6:.2f} MB for 20 images of 1024x768 (overlay PNGs {overlays / 1e6:.1f} MB)")
     assert size < 3e6 and size < overlays / 4
+
+
+def test_provenance_names_the_model_versions():
+    """#13: a report says which weights made it (the highest version in the repository is the one served)."""
+    from semforge.inference import MODELS_REPO
+    from semforge.pipeline.stages import _model_versions
+
+    def highest(name):
+        return max(int(p.name) for p in (MODELS_REPO / name).iterdir() if p.name.isdigit())
+
+    v = _model_versions("unetpp", "cnn", "tem")
+    assert v["segmenter_model"] == f"semforge_unetpp_transmission/{highest('semforge_unetpp_transmission')}"
+    assert v["classifier_model"] == f"semforge_classifier_transmission/{highest('semforge_classifier_transmission')}"
+    v = _model_versions("classical", "rules-v1", "se")
+    assert v == {}

@@ -147,6 +147,26 @@ def _sha256_file(path) -> str:
     return h.hexdigest()
 
 
+def _model_versions(segmenter: str, classifier: str, modality: str) -> dict[str, str]:
+    """``name/version`` of the shipped networks a report used (the highest version in the model repository is
+    the one served), so that a report says which weights made it (#13)."""
+    from ..classification.classes import modality_set
+    from ..classification.runtime import SHIPPED_CLASSIFIERS
+    from ..inference import SHIPPED, model_dir
+
+    out = {}
+    try:
+        if segmenter.startswith("unetpp"):
+            d = model_dir(SHIPPED[modality])
+            out["segmenter_model"] = f"{d.parent.name}/{d.name}"
+        if classifier.startswith("cnn"):
+            d = model_dir(SHIPPED_CLASSIFIERS[modality_set(modality)])
+            out["classifier_model"] = f"{d.parent.name}/{d.name}"
+    except (FileNotFoundError, KeyError, ValueError):
+        pass  # a model outside the shipped repository: its name above is all we know
+    return out
+
+
 def provenance(outcomes: list[ImageOutcome], options: AnalysisOptions) -> dict[str, Any]:
     """What produced a report (#13): models, every option, the inputs with their sha256.
 
@@ -158,9 +178,11 @@ def provenance(outcomes: list[ImageOutcome], options: AnalysisOptions) -> dict[s
     opts = dataclasses.asdict(options)
     opts["databar"] = str(options.databar)
     opts["measure"].pop("classify", None)  # internal switch: the pipeline always runs its classify stage
+    segmenter = options.segmenter or DEFAULT_SEGMENTER
+    models = {"segmenter": segmenter, "classifier": ", ".join(classifiers) or DEFAULT_CLASSIFIER}
+    models.update(_model_versions(segmenter, models["classifier"], options.measure.modality))
     return {
-        "models": {"segmenter": options.segmenter or DEFAULT_SEGMENTER,
-                   "classifier": ", ".join(classifiers) or DEFAULT_CLASSIFIER},
+        "models": models,
         "options": opts,
         "inputs": [{"name": o.prepared.name, "file": o.prepared.source, "sha256": o.prepared.sha256}
                    for o in outcomes],
