@@ -19,6 +19,8 @@ import threading
 
 import grpc
 
+from ._handlers import rewrap
+
 __all__ = ["RETRY_AFTER_KEY", "StreamLimiter", "retry_after_ms"]
 
 RETRY_AFTER_KEY = "retry-after-ms"
@@ -153,10 +155,4 @@ class StreamLimiter(grpc.ServerInterceptor):
                     limiter._release(key)
             return inner
 
-        if handler.stream_unary:
-            return handler._replace(stream_unary=wrap_stream_in(handler.stream_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=wrap_stream_out(handler.unary_stream))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=wrap_stream_out(handler.stream_stream))
-        return handler
+        return rewrap(handler, unary=wrap_stream_in, stream=wrap_stream_out)  # unary_unary returned above

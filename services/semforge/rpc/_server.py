@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ._config import ServiceConfig
+from ._handlers import rewrap
 from ._limits import StreamLimiter
 
 __all__ = ["RunningServer", "build_server", "serve_forever", "configure_logging", "run_service"]
@@ -107,15 +108,7 @@ class _ObservingInterceptor(grpc.ServerInterceptor):
                     record(context, t0)
             return inner
 
-        if handler.unary_unary:
-            return handler._replace(unary_unary=wrap_unary(handler.unary_unary))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=wrap_unary(handler.stream_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=wrap_stream(handler.unary_stream))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=wrap_stream(handler.stream_stream))
-        return handler
+        return rewrap(handler, unary=wrap_unary, stream=wrap_stream)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from ..rpc._handlers import rewrap
 from ._tokens import AuthError, Identity, Role, TokenRegistry, semforge_home
 
 __all__ = ["AUTH_MODES", "AuthInterceptor", "AuthSettings", "Authenticator", "OPEN_METHOD_PREFIXES",
@@ -209,12 +210,4 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     audit(ident, context, code_of(context), job_id, t0, obj=_object_of(request))
             return inner
 
-        if handler.unary_unary:
-            return handler._replace(unary_unary=wrap_unary(handler.unary_unary))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=wrap_unary(handler.stream_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=wrap_stream(handler.unary_stream))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=wrap_stream(handler.stream_stream))
-        return handler
+        return rewrap(handler, unary=wrap_unary, stream=wrap_stream)
