@@ -12,10 +12,11 @@ import grpc
 from semforge.analysis import load_image, to_gray_float
 from semforge.errors import InvalidOption
 from semforge.measure.v1 import measure_pb2, measure_pb2_grpc
-from semforge.pipeline import AnalysisOptions, ImageOutcome, LocalStages, Measured, Prepared
+from semforge.pipeline import AnalysisOptions, ImageOutcome, LocalStages, Measured, Prepared, Segmented
+from semforge.pipeline import effective_postprocess
 from semforge.rpc import map_exceptions, run_service
-from semforge.rpc.convert import (analysis_options_from_pb, calibration_from_pb, get_array, get_table,
-                                  measure_options_from_pb, put_labels, put_table, ref_pb)
+from semforge.rpc.convert import (analysis_options_from_pb, calibration_from_pb, confidence_from_pb, get_array,
+                                  get_table, measure_options_from_pb, put_labels, put_table, ref_pb)
 from semforge.storage import ObjectStore, validate_key
 
 
@@ -27,14 +28,26 @@ class MeasureServicer(measure_pb2_grpc.MeasureServiceServicer):
     def Measure(self, request, context):
         if not request.mask.key:
             raise InvalidOption("mask reference is empty", field="mask")
-        opts = AnalysisOptions(measure_options_from_pb(request.options))
+        opts = AnalysisOptions(measure_options_from_pb(request.options), segmenter=request.options.segmenter or None)
+        if request.threshold and not 0 < request.threshold < 1:
+            raise InvalidOption(f"threshold must be in (0, 1), got {request.threshold}", field="threshold")
+        seg = Segmented(None, request.segmenter or opts.segmenter or "", request.threshold or None,
+                        confidence_from_pb(request.confidence, request.HasField("confidence")))
         mask = get_array(self.store, request.mask.key)
         if mask.ndim == 3:
             mask = mask[..., 0]
         h, w = mask.shape
+        seg.mask = mask > 0
+        gray = None
+        if effective_postprocess(opts, seg.segmenter, seg.threshold).needs_image:  # the contrast filter
+            if not request.image.key:
+                raise InvalidOption("the contrast filter (min_contrast) needs the image reference", field="image")
+            gray = to_gray_float(load_image(self.store.get_bytes(request.image.key), name=request.image.key).pixels)
+            if gray.shape != (h, w):
+                raise InvalidOption(f"image {gray.shape} and mask {(h, w)} differ in size", field="image")
         prep = Prepared(name=request.image_name or "image", calibration=calibration_from_pb(request.calibration),
-                        specimen_rows=request.specimen_rows or h, height=h, width=w)
-        m = LocalStages().measure(prep, mask > 0, opts)
+                        specimen_rows=request.specimen_rows or h, height=h, width=w, gray=gray)
+        m = LocalStages().measure(prep, seg, opts)
         labels = put_labels(self.store, m.labels, prep.calibration)  # labels.tif as in process, calibrated
         table = put_table(self.store, m.table)
         return measure_pb2.MeasureResponse(labels=ref_pb(labels, "image/tiff"),

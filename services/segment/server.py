@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import grpc
@@ -11,7 +12,7 @@ from semforge.errors import InvalidOption
 from semforge.inference import DEFAULT_SEGMENTER, create_segmenter
 from semforge.pipeline import AnalysisOptions, LocalStages, Prepared
 from semforge.rpc import env_str, map_exceptions, run_service
-from semforge.rpc.convert import modality_from_pb, put_mask, ref_pb
+from semforge.rpc.convert import confidence_pb, modality_from_pb, put_mask, ref_pb
 from semforge.segment.v1 import segment_pb2, segment_pb2_grpc
 from semforge.storage import ObjectStore
 
@@ -40,6 +41,11 @@ class SegmentServicer(segment_pb2_grpc.SegmentServiceServicer):
             raise InvalidOption("image reference is empty", field="image")
         t0 = time.perf_counter()
         modality = modality_from_pb(request.modality, field="modality")
+        chosen = {}  # an explicit threshold; unset: the one recommended for the model and the modality
+        if request.HasField("threshold"):
+            if not (math.isfinite(request.threshold) and 0 < request.threshold < 1):
+                raise InvalidOption(f"threshold must be in (0, 1), got {request.threshold}", field="threshold")
+            chosen["threshold"] = request.threshold
         name, model = self._model(request.model)
         gray = to_gray_float(load_image(self.store.get_bytes(request.image.key), name=request.image.key).pixels)
         h, w = gray.shape
@@ -48,9 +54,11 @@ class SegmentServicer(segment_pb2_grpc.SegmentServiceServicer):
             raise InvalidOption(f"specimen_rows must be in 1..{h}, got {request.specimen_rows}", field="specimen_rows")
         prep = Prepared(name=request.image.key, calibration=Calibration(None, "none"), specimen_rows=rows,
                         height=h, width=w, gray=gray)
-        mask = LocalStages(model).segment(prep, AnalysisOptions(MeasureOptions(modality=modality.value)))
-        info = put_mask(self.store, mask)
-        return segment_pb2.SegmentResponse(mask=ref_pb(info, "image/png"), model=name,
+        out = LocalStages(model).segment(prep, AnalysisOptions(MeasureOptions(modality=modality.value, **chosen),
+                                                               segmenter=name))
+        info = put_mask(self.store, out.mask)
+        return segment_pb2.SegmentResponse(mask=ref_pb(info, "image/png"), model=name, threshold=out.threshold,
+                                           confidence=confidence_pb(out.confidence),
                                            seconds=time.perf_counter() - t0)
 
 

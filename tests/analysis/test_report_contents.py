@@ -126,13 +126,17 @@ def test_provenance_in_json_xlsx_and_html(report):
     p = doc["provenance"]
     assert p["version"] == semforge.__version__ and p["timestamp"].endswith("+00:00")
     assert p["models"]["segmenter"] == "classical" and p["models"]["classifier"]
-    assert p["options"]["measure"]["separate"] and p["options"]["databar"] == "auto"
+    # the user chose no post-processing (None: follow the segmenter and modality); what was applied is recorded
+    assert p["options"]["measure"]["separate"] is None and p["options"]["databar"] == "auto"
+    assert p["postprocess"] == {"threshold": 0.5, "separate": "watershed", "watershed_h": 0.5, "grow_px": 0,
+                                "min_contrast": 0.0}  # the classical segmenter's (semforge.postprocess.CLASSICAL)
     ins = {i["name"]: i for i in p["inputs"]}
     assert ins["a"]["file"] == "a.tif"
     assert ins["a"]["sha256"] == hashlib.sha256((d / "a.tif").read_bytes()).hexdigest()
     assert ins["a"]["calibration_source"].startswith("file") and ins["a"]["pixel_size_nm"] == pytest.approx(5.0)
     params = dict(load_workbook(d / "out" / "report.xlsx")["parameters"].iter_rows(min_row=2, values_only=True))
     assert params["version"] == semforge.__version__ and params["inputs[0].sha256"] == ins["a"]["sha256"]
+    assert params["postprocess.separate"] == "watershed" and params["postprocess.threshold"] == 0.5
     page = (d / "out" / "report.html").read_text()
     assert "<footer>" in page and ins["b"]["sha256"] in page and semforge.__version__ in page
 

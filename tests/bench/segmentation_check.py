@@ -24,7 +24,15 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "services"))
 
 from semforge.inference import SHIPPED, OnnxSegmenter, create_segmenter, model_dir  # noqa: E402
-from semforge.training.segmentation.evaluate import evaluate_segmenter, format_markdown  # noqa: E402
+from semforge.training.segmentation.evaluate import evaluate_segmenter as _evaluate, format_markdown  # noqa: E402
+
+#: the post-processing of these (pre-#16) figures: threshold 0.5, nothing grown or filtered; the analysis'
+#: default since #16 is per modality (semforge.postprocess.RECOMMENDED, docs/segmentation.md)
+PRE16 = {"threshold": 0.5, "grow_px": 0, "min_contrast": 0.0}
+
+
+def evaluate_segmenter(*args, **kw):
+    return _evaluate(*args, **{**PRE16, **kw})
 
 VAL = ["1908248", "1908258", "1908268", "1908278"]  # used for model selection of both SE models
 

@@ -18,7 +18,10 @@ from ._report import overlay_rgb, write_image_outputs, write_particles_csv, writ
 from ._pipeline import (MODALITIES, SUMMARY_MEASURES, ImageResult, MeasureOptions, classify_particles, measure_mask,
                         summarize)
 from ._table import TABLE_SCHEMA, ParticleTable
-from ._separate import SEPARATION_MODES, Instance, Separation, clean_mask, separate
+from ._separate import RECOMMENDED, SEPARATION_MODES, Instance, Separation, clean_mask, separate
+from ..postprocess import CLASSICAL, MASK_DEFAULT, POST_HELP, POST_KEYS, PostProcess, recommended
+from ._confidence import (CONFIDENCE_FIELDS, LIMITS, ConfidenceLimits, confidence_fields, confidence_warnings,
+                          image_confidence)
 from ._shape import CONFIDENCE_LIMIT, classify_shape
 
 __all__ = [
@@ -32,4 +35,6 @@ __all__ = [
     "intensity_range", "MixedCalibrationError", "Warning_", "check_calibration_consistency",
     "plausibility_warnings", "ScaleBar", "ScaleBarMismatch", "check_scale_bar", "find_scale_bar", "read_scale_bar",
     "scale_bar_calibration", "write_labels_tiff", "add_gray_stats",
+    "RECOMMENDED", "CLASSICAL", "MASK_DEFAULT", "POST_HELP", "POST_KEYS", "PostProcess", "recommended",
+    "CONFIDENCE_FIELDS", "LIMITS", "ConfidenceLimits", "confidence_fields", "confidence_warnings", "image_confidence",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,8 @@ from ..errors import InvalidOption
 from ..modality import MODALITIES, Modality
 from ._io import Calibration
 from ._morphometry import file_column, measure_instance, particle_columns, shape_dimensions
-from ._separate import SEPARATION_MODES, clean_mask, separate
+from ..postprocess import MASK_DEFAULT, POST_KEYS, PostProcess
+from ._separate import clean_mask, grow_separation, keep_instances, particle_contrast, separate
 from ._shape import CONFIDENCE_LIMIT, classify_shape
 from ._table import ParticleTable
 
@@ -25,9 +26,16 @@ SUMMARY_MEASURES = ("area", "perimeter", "ecd", "feret_min", "feret_max", "circu
 
 @dataclass(frozen=True)
 class MeasureOptions:
-    """Options of cleaning, separation and measurement (all keyword, with the seed's defaults)."""
+    """Options of cleaning, separation and measurement (all keyword).
 
-    separate: str = "uecs"
+    The post-processing keys (``threshold``, ``separate``, ``watershed_h``, ``grow_px``, ``min_contrast``;
+    :class:`~semforge.analysis.PostProcess`) are ``None`` unless the user chose them: the analysis
+    pipeline then applies the values recommended for its segmenter and the modality
+    (:func:`~semforge.analysis.recommended`); :func:`measure_mask` on a mask of its own uses
+    :data:`~semforge.analysis.MASK_DEFAULT`.
+    """
+
+    separate: str | None = None
     modality: str = "se"
     min_diameter_nm: float = 0.5
     min_area_px: float = 20
@@ -37,12 +45,23 @@ class MeasureOptions:
     min_marker_px: float = 30
     connectivity: int = 1
     classify: bool = True
+    threshold: float | None = None
+    watershed_h: float | None = None
+    grow_px: int | None = None
+    min_contrast: float | None = None
+
+    @property
+    def post(self) -> PostProcess:
+        """The post-processing keys as a spec (``None``: not chosen)."""
+        return PostProcess(**{k: getattr(self, k) for k in POST_KEYS})
+
+    def with_post(self, post: PostProcess) -> "MeasureOptions":
+        """These options with ``post``'s keys (e.g. the effective spec, every key filled)."""
+        return replace(self, **post.to_doc())
 
     def validate(self) -> None:
         """Raise :class:`~semforge.errors.InvalidOption` (naming the option) for a value out of range."""
-        if self.separate not in SEPARATION_MODES:
-            raise InvalidOption(f"unknown separation mode {self.separate!r}; valid: {', '.join(SEPARATION_MODES)}",
-                                field="separation")
+        self.post.validate()
         Modality.parse(self.modality)
         if self.connectivity not in (1, 2):
             raise InvalidOption(f"connectivity must be 1 or 2, got {self.connectivity}", field="connectivity")
@@ -65,6 +84,8 @@ class ImageResult:
     specimen_rows: int
     options: MeasureOptions
     extra: dict[str, Any] = field(default_factory=dict)
+    #: per-image confidence of the segmenter's probabilities (``image_confidence``), None without one
+    confidence: dict[str, Any] | None = None
 
     @property
     def unit(self) -> str:
@@ -79,13 +100,24 @@ class ImageResult:
         return [p for p in self.particles if not p["excluded"]]
 
     @property
+    def postprocess(self) -> dict[str, Any]:
+        """The post-processing applied (every key; ``threshold`` is the segment stage's)."""
+        return self.options.post.over(MASK_DEFAULT).to_doc()
+
+    @property
     def table(self) -> ParticleTable:
-        return ParticleTable(self.name, self.calibration, self.specimen_rows, self.options.separate, self.particles)
+        return ParticleTable(self.name, self.calibration, self.specimen_rows, self.postprocess["separate"],
+                             self.particles, postprocess=self.postprocess, confidence=self.confidence)
 
     @classmethod
     def from_table(cls, table: ParticleTable, labels: np.ndarray, options: MeasureOptions) -> "ImageResult":
+        """The result a table records (its post-processing as applied overrides ``options``' keys)."""
+        post = PostProcess(**{k: table.postprocess[k] for k in POST_KEYS if table.postprocess.get(k) is not None})
+        if table.separation and post.separate is None:
+            post = replace(post, separate=table.separation)
         return cls(name=table.image, labels=labels, particles=table.particles, calibration=table.calibration,
-                   specimen_rows=table.specimen_rows, options=options)
+                   specimen_rows=table.specimen_rows, options=options.with_post(post.over(options.post)),
+                   confidence=table.confidence)
 
 
 def classify_particles(particles: list[dict[str, Any]], *, modality: str, unit: str,
@@ -102,8 +134,13 @@ def classify_particles(particles: list[dict[str, Any]], *, modality: str, unit: 
 
 def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(None, "none"),
                  image_name: str = "image", specimen_rows: int | None = None,
-                 options: MeasureOptions = MeasureOptions()) -> ImageResult:
+                 options: MeasureOptions = MeasureOptions(), gray: np.ndarray | None = None,
+                 confidence: dict[str, Any] | None = None) -> ImageResult:
     """Clean, separate and measure the particles of a binary mask.
+
+    Post-processing (:attr:`MeasureOptions.post`, unset keys from :data:`MASK_DEFAULT`): clean ->
+    separate (``separate``, ``watershed_h``) -> contrast filter (``min_contrast``, on ``gray``) ->
+    boundary growth (``grow_px``) -> measure. ``threshold`` is the segment stage's (recorded only).
 
     Parameters
     ----------
@@ -117,6 +154,10 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
     specimen_rows : int, optional
         Number of rows that show the specimen (default: all).
     options : MeasureOptions
+    gray : ndarray, shape (H, W), float in [0, 1], optional
+        The image; needed by the contrast filter (``min_contrast`` > 0).
+    confidence : dict, optional
+        The segmenter's per-image confidence, carried into the result.
 
     Returns
     -------
@@ -126,6 +167,8 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
         (``border``, ``too_small``, ``not_separable``, ``nonconvex_after_uecs``).
     """
     options.validate()
+    post = options.post.over(MASK_DEFAULT)
+    options = options.with_post(post)
     m = np.asarray(mask)
     if m.ndim != 2:
         raise InvalidOption(f"mask must be 2-D, got shape {m.shape}", field="mask")
@@ -141,9 +184,18 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
         min_area = max(min_area, math.pi * (options.min_diameter_nm / px / 2.0) ** 2)
     cleaned = clean_mask(spec, min_area_px=min_area, max_hole_area_px=options.max_hole_area_px,
                          connectivity=options.connectivity)
-    sep = separate(cleaned, mode=options.separate, pixel_size_nm=px,
+    sep = separate(cleaned, mode=post.separate, pixel_size_nm=px, watershed_h=post.watershed_h,
                    convexity_threshold=options.convexity_threshold, min_marker_px=options.min_marker_px,
                    connectivity=options.connectivity)
+    if post.min_contrast:  # spurious-object filter (faint film / contamination blobs), before the growth
+        if gray is None:
+            raise InvalidOption("the contrast filter (min_contrast) needs the gray image", field="min_contrast")
+        g = np.asarray(gray)
+        if g.shape != (h, w):
+            raise InvalidOption(f"image {g.shape} and mask {(h, w)} differ in size", field="gray")
+        dark = Modality.parse(options.modality).dark_particles
+        sep = keep_instances(sep, particle_contrast(sep.labels, g[:rows], dark=dark) >= post.min_contrast)
+    sep = grow_separation(sep, int(post.grow_px))
     particles: list[dict[str, Any]] = []
     for k, inst in enumerate(sep.instances, start=1):
         r0, c0 = inst.box[0].start, inst.box[1].start
@@ -175,7 +227,7 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
     for row in particles:
         row["overlap_px"] = int(round(row["area"] / ((px or 1.0) ** 2))) - int(drawn[row["id"]])
     return ImageResult(name=image_name, labels=labels, particles=particles, calibration=calibration,
-                       specimen_rows=rows, options=options)
+                       specimen_rows=rows, options=options, confidence=confidence)
 
 
 def _pct(values: np.ndarray, q: float) -> float:

@@ -19,6 +19,7 @@ from .. import codec
 from ._morphometry import file_row, particle_columns
 from ._io import write_labels_tiff
 from ._checks import Warning_, plausibility_warnings
+from ._confidence import confidence_fields, confidence_warnings
 from ._distribution import distribution_summary, plot_distribution, shape_class_counts
 from ._pipeline import ImageResult, summarize
 
@@ -220,6 +221,7 @@ def report_warnings(results: list[ImageResult], distribution: dict[str, Any] | N
         out += plausibility_warnings(image=r.name, calibration=r.calibration, particles=r.particles,
                                      image_shape=tuple(r.labels.shape[:2]),
                                      min_diameter_nm=getattr(r.options, "min_diameter_nm", None))
+        out += confidence_warnings(r.name, r.confidence)  # outside the model's domain (#16)
     if (distribution or {}).get("count"):  # none at all: the images' no_particles warnings say it
         for msg in distribution.get("warnings", []):
             out.append(Warning_("few_particles", "", msg))
@@ -272,14 +274,17 @@ def write_sample_report(results: list[ImageResult], outdir: str | os.PathLike, *
     prov = _provenance(results, provenance)
     allp = [p for r in results for p in r.particles]
     summary = summarize(allp, unit=unit, scope="sample")
-    for r in results:
-        summary += summarize(r.particles, unit=unit, scope=r.name)
-    scols = ["scope", "measure", "column", "unit", "count", "mean", "sd", "median", "d10", "d50", "d90"]
+    for r in results:  # per image: its statistics and the segmenter's confidence on it (#16)
+        conf = confidence_fields(r.confidence)
+        summary += [dict(row, confidence_score=conf["confidence_score"], confidence_flags=conf["confidence_flags"])
+                    for row in summarize(r.particles, unit=unit, scope=r.name)]
+    scols = ["scope", "measure", "column", "unit", "count", "mean", "sd", "median", "d10", "d50", "d90",
+             "confidence_score", "confidence_flags"]
     with open(out / "summary.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(scols)
         for row in summary:
-            w.writerow([_fmt(row[c]) for c in scols])
+            w.writerow([_fmt(row.get(c)) for c in scols])
     pcols, file_rows = _file_table(allp, unit)
     shape_counts = {r.name: shape_class_counts(r.particles)["all"] for r in results}
     shape_counts["all (pooled)"] = shape_class_counts(allp)["all"]
@@ -295,13 +300,14 @@ def write_sample_report(results: list[ImageResult], outdir: str | os.PathLike, *
                "particles": len(r.particles), "included": len(r.included()),
                "excluded": json.dumps(reasons, sort_keys=True), "separation": r.options.separate,
                "modality": r.options.modality}
+        row.update(confidence_fields(r.confidence))
         row.update((images or {}).get(r.name, {}))
         info.append(row)
     icols = list(info[0].keys())
     dcols, drows = _distribution_rows(distribution)
     shape_names = list(shape_counts["all (pooled)"]) or ["unknown"]
     _xlsx(out / "report.xlsx", {
-        "summary": (scols, ([row[c] for c in scols] for row in summary)),  # one unit per row: its column
+        "summary": (scols, ([row.get(c) for c in scols] for row in summary)),  # one unit per row: its column
         "distribution": (dcols, drows),
         "shapes": (_SHAPE_COLS[:3] + [f"{c}_{unit}" for c in _SHAPE_COLS[3:]],
                    ([row[c] for c in _SHAPE_COLS] for row in shape_table(allp))),

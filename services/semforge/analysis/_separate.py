@@ -7,26 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..postprocess import RECOMMENDED, SEPARATION_MODES  # the defaults live beside their spec (re-exported)
 from ._geometry import convexity
 
 __all__ = ["SEPARATION_MODES", "RECOMMENDED", "Instance", "Separation", "clean_mask", "separate", "particle_contrast",
-           "drop_low_contrast"]
-
-SEPARATION_MODES = ("uecs", "watershed", "none")
-
-#: Post-processing of the shipped UNet++ chosen by 5-fold cross-validation on the real annotated
-#: images (#16, docs/segmentation.md; held-out figures there): probability threshold, separation,
-#: watershed h, boundary growth (px), minimum contrast of a particle to its surrounding (0 = off).
-#: SE (self-trained model, see models_repo/semforge_unetpp_se/2/training.json): outlines sat 0.8 px
-#: inside the human ones, grow_px 1 chosen in 5/5 folds. Transmission: spurious faint blobs (film,
-#: contamination) were 47 % of the shipped model's objects; the contrast filter removes them
-#: (human particles: contrast >= 0.42 at the 5th percentile), chosen in 5/5 folds.
-RECOMMENDED = {
-    "se": {"threshold": 0.6, "separate": "watershed", "watershed_h": 0.5, "grow_px": 1, "min_contrast": 0.0},
-    "him": {"threshold": 0.6, "separate": "watershed", "watershed_h": 0.5, "grow_px": 1, "min_contrast": 0.0},
-    "tem": {"threshold": 0.4, "separate": "watershed", "watershed_h": 0.5, "grow_px": 0, "min_contrast": 0.3},
-    "stem": {"threshold": 0.4, "separate": "watershed", "watershed_h": 0.5, "grow_px": 0, "min_contrast": 0.3},
-}
+           "drop_low_contrast", "grow_separation", "keep_instances"]
 
 
 def particle_contrast(labels: np.ndarray, gray: np.ndarray, *, dark: bool) -> np.ndarray:
@@ -300,19 +285,36 @@ def separate(mask: np.ndarray, *, mode: str = "uecs", pixel_size_nm: float | Non
             better = d < best[ar, ac]
             best[ar[better], ac[better]] = d[better]
             labels[ar[better], ac[better]] = k
-    if grow_px > 0 and instances:
-        for _ in range(int(grow_px)):
-            nb = ndi.grey_dilation(labels, footprint=_CROSS)
-            labels = np.where(labels == 0, nb, labels).astype(np.uint32)
-        grown = []
-        for k, sl in enumerate(ndi.find_objects(labels, max_label=len(instances)), start=1):
-            old = instances[k - 1]
-            if sl is None:  # a particle that lost every pixel to its neighbours keeps its old mask
-                grown.append(old)
-                continue
-            grown.append(Instance(sl, labels[sl] == k, separated=old.separated, exclude_reason=old.exclude_reason))
-        instances = grown
-    return Separation(labels=labels, instances=instances, mode=mode)
+    return grow_separation(Separation(labels=labels, instances=instances, mode=mode), grow_px)
+
+
+def grow_separation(sep: Separation, grow_px: int) -> Separation:
+    """Boundary-offset correction: every particle grows ``grow_px`` pixels into the background (one 4-neighbour
+    ring per step; particles never grow into each other). The label image is the result; instance masks follow it."""
+    labels, instances = sep.labels, sep.instances
+    if grow_px <= 0 or not instances:
+        return sep
+    for _ in range(int(grow_px)):
+        nb = ndi.grey_dilation(labels, footprint=_CROSS)
+        labels = np.where(labels == 0, nb, labels).astype(np.uint32)
+    grown = []
+    for k, sl in enumerate(ndi.find_objects(labels, max_label=len(instances)), start=1):
+        old = instances[k - 1]
+        if sl is None:  # a particle that lost every pixel to its neighbours keeps its old mask
+            grown.append(old)
+            continue
+        grown.append(Instance(sl, labels[sl] == k, separated=old.separated, exclude_reason=old.exclude_reason))
+    return Separation(labels=labels, instances=grown, mode=sep.mode)
+
+
+def keep_instances(sep: Separation, keep: np.ndarray) -> Separation:
+    """The separation without the instances whose ``keep[k-1]`` is False (renumbered, order kept)."""
+    keep = np.asarray(keep, bool)
+    if keep.all():
+        return sep
+    lut = np.zeros(len(keep) + 1, np.uint32)
+    lut[1:][keep] = np.arange(1, int(keep.sum()) + 1)
+    return Separation(labels=lut[sep.labels], instances=[i for i, k in zip(sep.instances, keep) if k], mode=sep.mode)
 
 
 def _h_maxima(f: np.ndarray, h: float) -> np.ndarray:

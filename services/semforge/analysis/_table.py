@@ -1,4 +1,5 @@
-"""The particle table as one typed value: rows plus the calibration, data bar and separation they were measured with.
+"""The particle table as one typed value: rows plus the calibration, data bar, post-processing and image confidence
+they were measured with.
 
 ``to_doc`` / ``from_doc`` are the one JSON form (``semforge.particles/v1``)
 that crosses the measure -> classify -> report services and is read back by
@@ -31,6 +32,10 @@ class ParticleTable:
     separation: str
     particles: list[dict[str, Any]] = field(default_factory=list)
     classifier: str = ""
+    #: the post-processing applied (``PostProcess.to_doc``: threshold, separate, watershed_h, grow_px, min_contrast)
+    postprocess: dict[str, Any] = field(default_factory=dict)
+    #: the segmenter's per-image confidence (``image_confidence``); None when the segmenter gives none
+    confidence: dict[str, Any] | None = None
 
     @property
     def unit(self) -> str:
@@ -51,7 +56,8 @@ class ParticleTable:
         return {"schema": TABLE_SCHEMA, "image": self.image, "unit": self.unit,
                 "calibration": {"pixel_size_nm": self.calibration.pixel_size_nm, "source": self.calibration.source},
                 "specimen_rows": int(self.specimen_rows), "separation": self.separation,
-                "classifier": self.classifier, "particles": self.particles}
+                "classifier": self.classifier, "postprocess": self.postprocess, "confidence": self.confidence,
+                "particles": self.particles}
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "ParticleTable":
@@ -62,7 +68,8 @@ class ParticleTable:
         calibration = Calibration(float(px) if px is not None and math.isfinite(px) and px > 0 else None,
                                   cal.get("source") or "none")
         table = cls(image=doc["image"], calibration=calibration, specimen_rows=int(doc["specimen_rows"]),
-                    separation=doc["separation"], particles=list(doc["particles"]), classifier=doc.get("classifier", ""))
+                    separation=doc["separation"], particles=list(doc["particles"]), classifier=doc.get("classifier", ""),
+                    postprocess=dict(doc.get("postprocess") or {}), confidence=doc.get("confidence"))
         if table.unit != doc.get("unit", table.unit):
             raise ValueError(f"particle table unit {doc['unit']!r} does not match its calibration ({table.unit})")
         return table

@@ -130,7 +130,8 @@ def register(sub) -> None:
     s.add_argument("--no-wait", action="store_true", help="create the Job and return (kubernetes)")
     s.add_argument("--out", help="write the sample report here when the batch is done")
     s.add_argument("--modality", default="se", choices=["se", "stem", "tem", "him"])
-    s.add_argument("--separate", default="uecs", choices=["uecs", "watershed", "none"])
+    s.add_argument("--separate", default=None, choices=["uecs", "watershed", "none"],
+                   help="default: recommended for the segmenter and modality (docs/segmentation.md)")
     s.add_argument("--pixel-size-nm", type=float, default=None)
     s.add_argument("--databar", default="auto", help="auto, none or the number of specimen rows")
     s.add_argument("--segmenter", default=None, help="default: the shipped UNet++ (unetpp)")

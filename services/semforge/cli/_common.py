@@ -48,12 +48,38 @@ def add_analysis_options(p: argparse.ArgumentParser, *, databar_default: str = "
                    help="imaging mode: SE/HIM bright particles, STEM/TEM dark particles (default se)")
     p.add_argument("--pixel-size-nm", type=positive, default=None,
                    help="pixel size in nm; overrides the file's calibration")
-    p.add_argument("--separate", choices=["uecs", "watershed", "none"], default="uecs",
-                   help="separation of touching particles (default uecs)")
-    p.add_argument("--separation", dest="separate", choices=["uecs", "watershed", "none"], help=argparse.SUPPRESS)
+    add_postprocess_options(p)
     p.add_argument("--databar", type=databar, default=databar(databar_default),
                    help=f"instrument data bar: auto (detect), none, or the number of specimen rows "
                         f"(default {databar_default})")
+
+
+def add_postprocess_options(p: argparse.ArgumentParser) -> None:
+    """``--threshold``, ``--separate``, ``--watershed-h``, ``--grow-px``, ``--min-contrast`` (one per key of
+    :class:`semforge.analysis.PostProcess`): unset, the analysis applies the values recommended for the
+    segmenter and the modality (docs/segmentation.md); given, they win."""
+    from ..postprocess import POST_HELP, POST_KEYS, SEPARATION_MODES
+
+    kinds = {"threshold": float, "watershed_h": float, "grow_px": int, "min_contrast": float}
+    for key in POST_KEYS:
+        hlp = f"{POST_HELP[key]} (default: recommended for the segmenter and modality)"
+        if key == "separate":
+            p.add_argument("--separate", choices=list(SEPARATION_MODES), default=None, help=hlp)
+            p.add_argument("--separation", dest="separate", choices=list(SEPARATION_MODES), help=argparse.SUPPRESS)
+        else:
+            p.add_argument("--" + key.replace("_", "-"), dest=key, type=kinds.get(key, float), default=None, help=hlp)
+
+
+def postprocess_args(args: argparse.Namespace) -> dict:
+    """The post-processing keys given on the command line (validated), for ``MeasureOptions(**...)``."""
+    from ..postprocess import POST_KEYS, PostProcess
+
+    chosen = {k: getattr(args, k) for k in POST_KEYS if getattr(args, k, None) is not None}
+    try:
+        PostProcess(**chosen).validate()
+    except UserInputError as exc:
+        raise CliError(str(exc)) from None
+    return chosen
 
 
 def analysis_options(args: argparse.Namespace):
@@ -61,7 +87,7 @@ def analysis_options(args: argparse.Namespace):
     from ..analysis import MeasureOptions
     from ..pipeline import AnalysisOptions
 
-    return AnalysisOptions(MeasureOptions(separate=args.separate, modality=args.modality),
+    return AnalysisOptions(MeasureOptions(modality=args.modality, **postprocess_args(args)),
                            pixel_size_nm=args.pixel_size_nm, databar=args.databar,
                            segmenter=getattr(args, "segmenter", None))
 

@@ -9,12 +9,12 @@ lists the valid names when a lookup fails. The embedded default runs in
 process; the Triton back end (cluster) plugs in under the same interface.
 """
 
-from ._base import DEFAULT_SEGMENTER, THRESHOLD, Segmenter, foreground, create_segmenter, register_segmenter, segmenter_names
+from ._base import DEFAULT_SEGMENTER, THRESHOLD, Segmenter, combined, foreground, create_segmenter, register_segmenter, segmenter_names
 from ._classical import ThresholdSegmenter
 from ._unet import MODELS_REPO, SHIPPED, OnnxSegmenter, ShippedSegmenter, TritonSegmenter, model_dir
 
 register_segmenter("unetpp", lambda **kw: ShippedSegmenter("onnx", **kw))
 register_segmenter("unetpp-triton", lambda **kw: ShippedSegmenter("triton", **kw))
 
-__all__ = ["DEFAULT_SEGMENTER", "THRESHOLD", "foreground", "MODELS_REPO", "SHIPPED", "OnnxSegmenter", "Segmenter", "ShippedSegmenter", "ThresholdSegmenter",
+__all__ = ["DEFAULT_SEGMENTER", "THRESHOLD", "combined", "foreground", "MODELS_REPO", "SHIPPED", "OnnxSegmenter", "Segmenter", "ShippedSegmenter", "ThresholdSegmenter",
            "TritonSegmenter", "create_segmenter", "model_dir", "register_segmenter", "segmenter_names"]

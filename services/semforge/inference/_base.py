@@ -10,7 +10,8 @@ _REGISTRY: dict[str, Callable[..., "Segmenter"]] = {}
 # The segmenter the analysis uses unless told otherwise (chosen by the figures in docs/segmentation.md).
 DEFAULT_SEGMENTER = "unetpp"
 
-#: foreground where the probability is at least this (the one place the cut is chosen)
+#: the cut of :meth:`Segmenter.mask` called on its own; the analysis cuts at the post-processing's
+#: ``threshold`` (per segmenter and modality: :func:`semforge.analysis.recommended`, #16)
 THRESHOLD = 0.5
 
 
@@ -23,6 +24,9 @@ class Segmenter(abc.ABC):
     """Foreground probability from a gray image."""
 
     name: str = "segmenter"
+    #: its probabilities are what :func:`semforge.analysis.image_confidence` was calibrated on (the shipped
+    #: networks); the analysis reports the per-image confidence only for such segmenters
+    reports_confidence: bool = False
 
     @abc.abstractmethod
     def predict(self, gray: np.ndarray, *, modality: str = "se") -> np.ndarray:
@@ -31,6 +35,19 @@ class Segmenter(abc.ABC):
     def mask(self, gray: np.ndarray, *, modality: str = "se", threshold: float = THRESHOLD) -> np.ndarray:
         """Boolean foreground (what the analysis measures): ``predict(...) >= threshold``."""
         return foreground(self.predict(gray, modality=modality), threshold)
+
+    def channels(self, gray: np.ndarray, *, modality: str = "se") -> np.ndarray:
+        """The raw outputs: ``(C, H, W)`` (particle [+ border]) for the networks, else ``predict``'s ``(H, W)``;
+        :func:`combined` turns them into what :meth:`predict` returns."""
+        return self.predict(gray, modality=modality)
+
+
+def combined(channels: np.ndarray) -> np.ndarray:
+    """The foreground probability of :meth:`Segmenter.channels` (``p_particle * (1 - p_border)``), float32."""
+    from .tiling import combine
+
+    c = np.asarray(channels)
+    return (combine(c) if c.ndim == 3 else c).astype(np.float32)
 
 
 def register_segmenter(name: str, factory: Callable[..., Segmenter]) -> None:

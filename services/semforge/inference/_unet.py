@@ -57,6 +57,8 @@ def load_metadata(path: Path) -> dict:
 
 
 class _TiledSegmenter(Segmenter):
+    reports_confidence = True
+
     def __init__(self, meta: dict, *, tile: int = 1024, overlap: int = 128):
         self.meta = meta
         self.invert = bool(meta.get("input", {}).get("invert", False))
@@ -76,6 +78,9 @@ class _TiledSegmenter(Segmenter):
 
     def predict(self, gray: np.ndarray, *, modality: str = "se") -> np.ndarray:
         return combine(self.predict_channels(gray)).astype(np.float32)
+
+    def channels(self, gray: np.ndarray, *, modality: str = "se") -> np.ndarray:
+        return self.predict_channels(gray)
 
 
 class OnnxSegmenter(_TiledSegmenter):
@@ -160,5 +165,10 @@ class ShippedSegmenter(Segmenter):
             self._loaded[name] = cls(name, **self.kw)
         return self._loaded[name]
 
+    reports_confidence = True
+
     def predict(self, gray: np.ndarray, *, modality: str = "se") -> np.ndarray:
         return self.for_modality(modality).predict(gray, modality=modality)
+
+    def channels(self, gray: np.ndarray, *, modality: str = "se") -> np.ndarray:
+        return self.for_modality(modality).predict_channels(gray)

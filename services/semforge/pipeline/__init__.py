@@ -10,13 +10,13 @@ passed by object reference (the gateway's job runner). :func:`analyze` and
 import sys
 
 from .run import STAGES, analyze, analyze_image, unique_names
-from .stages import LocalStages, Stages, prepare_facts
-from .types import (AnalysisOptions, DataBar, ImageFacts, ImageOutcome, Measured, Prepared, describe_image,
+from .stages import LocalStages, Stages, effective_postprocess, prepare_facts, segmenter_name
+from .types import (AnalysisOptions, DataBar, ImageFacts, ImageOutcome, Measured, Prepared, Segmented, describe_image,
                     image_stem)
 
 __all__ = ["STAGES", "AnalysisOptions", "DataBar", "ImageFacts", "ImageOutcome", "LocalStages", "Measured",
-           "Prepared", "Stages", "analyze", "analyze_image", "analyze_paths", "describe_image", "image_stem",
-           "prepare_facts", "unique_names"]
+           "Prepared", "Segmented", "Stages", "analyze", "analyze_image", "analyze_paths", "describe_image",
+           "effective_postprocess", "image_stem", "prepare_facts", "segmenter_name", "unique_names"]
 
 
 def analyze_paths(paths, outdir, *, options: AnalysisOptions = AnalysisOptions(), progress=None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from ..analysis import Warning_, check_calibration_consistency, plausibility_warnings
+from ..analysis import Warning_, check_calibration_consistency, confidence_warnings, plausibility_warnings
 from ..errors import UserInputError
 from .stages import Stages
 from .types import AnalysisOptions, ImageOutcome
@@ -70,7 +70,8 @@ def analyze(stages: Stages, sources: Sequence[tuple[Any, str]], options: Analysi
         if warn is not None and hasattr(table, "particles"):
             for w in plausibility_warnings(image=name, calibration=prep.calibration, particles=table.particles,
                                            image_shape=(prep.height, prep.width),
-                                           min_diameter_nm=options.measure.min_diameter_nm):
+                                           min_diameter_nm=options.measure.min_diameter_nm) + \
+                    confidence_warnings(name, getattr(table, "confidence", None)):
                 warn_once(w)
     wrap = around(len(sources) - 1, "") if around else _direct
     # the report stage hands on every warning of the sample (also those of a remote measure service)

@@ -11,20 +11,37 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..analysis import (CONFIDENCE_LIMIT, add_gray_stats, ImageResult, ScaleBar, check_scale_bar, classify_particles, load_image,
-                        measure_mask, resolve_calibration, to_gray_float, write_image_outputs, write_sample_report)
+from ..analysis import (CONFIDENCE_LIMIT, POST_KEYS, PostProcess, add_gray_stats, ImageResult, ScaleBar,
+                        check_scale_bar, classify_particles, image_confidence, load_image, measure_mask, recommended,
+                        resolve_calibration, to_gray_float, write_image_outputs, write_sample_report)
 from ..analysis._checks import Warning_
 from ..analysis._report import report_warnings, sample_distribution
-from ..inference import DEFAULT_SEGMENTER, Segmenter, create_segmenter
-from .types import AnalysisOptions, ImageFacts, ImageOutcome, Measured, Prepared, describe_image
+from ..inference import DEFAULT_SEGMENTER, Segmenter, combined, create_segmenter
+from .types import AnalysisOptions, ImageFacts, ImageOutcome, Measured, Prepared, Segmented, describe_image
 
-__all__ = ["Stages", "LocalStages", "prepare_facts"]
+__all__ = ["Stages", "LocalStages", "prepare_facts", "effective_postprocess", "segmenter_name"]
+
+
+def segmenter_name(segmenter: Any) -> str:
+    """The name a segmenter (object or registry name) goes by in reports and in :func:`recommended`."""
+    if segmenter is None or isinstance(segmenter, str):
+        return segmenter or DEFAULT_SEGMENTER
+    return getattr(segmenter, "name", type(segmenter).__name__)
+
+
+def effective_postprocess(options: AnalysisOptions, segmenter: str | None = None,
+                          threshold: float | None = None) -> PostProcess:
+    """The post-processing an analysis applies: the user's explicit keys over the values recommended for the
+    segmenter and the modality (#16); ``threshold``: the one the segment stage actually cut at."""
+    post = options.measure.post.over(recommended(options.measure.modality, segmenter or options.segmenter))
+    return dataclasses.replace(post, threshold=threshold) if threshold is not None else post
 
 
 class Stages(Protocol):
@@ -32,9 +49,9 @@ class Stages(Protocol):
 
     def prepare(self, source: Any, name: str, options: AnalysisOptions) -> Prepared: ...
 
-    def segment(self, prep: Prepared, options: AnalysisOptions) -> Any: ...
+    def segment(self, prep: Prepared, options: AnalysisOptions) -> Segmented: ...
 
-    def measure(self, prep: Prepared, mask: Any, options: AnalysisOptions) -> Measured: ...
+    def measure(self, prep: Prepared, segmented: Segmented, options: AnalysisOptions) -> Measured: ...
 
     def classify(self, prep: Prepared, measured: Measured, options: AnalysisOptions) -> Measured: ...
 
@@ -79,17 +96,33 @@ class LocalStages:
             prep.source, prep.sha256 = name, hashlib.sha256(source).hexdigest()
         return prep
 
-    def segment(self, prep: Prepared, options: AnalysisOptions) -> np.ndarray:
+    def segment(self, prep: Prepared, options: AnalysisOptions) -> Segmented:
+        """Foreground of the specimen rows, cut at the post-processing's threshold (explicit, else recommended
+        for this segmenter and modality); the per-image confidence of the probabilities for the networks."""
         seg = self.segmenter(options)
+        name = segmenter_name(seg)
+        threshold = float(effective_postprocess(options, name).threshold)
+        modality = options.measure.modality
+        g = prep.gray[: prep.specimen_rows]
+        # any object with predict() works (ablations in the benchmarks)
+        ch = seg.channels(g, modality=modality) if hasattr(seg, "channels") else seg.predict(g, modality=modality)
         mask = np.zeros(prep.gray.shape, dtype=bool)
-        # any object with predict() works (ablations in the benchmarks); the cut is Segmenter.mask's
-        cut = seg.mask if hasattr(seg, "mask") else (lambda g, **kw: Segmenter.mask(seg, g, **kw))
-        mask[: prep.specimen_rows] = cut(prep.gray[: prep.specimen_rows], modality=options.measure.modality)
-        return mask
+        mask[: prep.specimen_rows] = combined(ch) >= threshold
+        conf = image_confidence(ch) if getattr(seg, "reports_confidence", False) else None
+        return Segmented(mask, name, threshold, conf)
 
-    def measure(self, prep: Prepared, mask: np.ndarray, options: AnalysisOptions) -> Measured:
-        res = measure_mask(mask, calibration=prep.calibration, image_name=prep.name,
-                           specimen_rows=prep.specimen_rows, options=options.with_measure(classify=False).measure)
+    def measure(self, prep: Prepared, segmented: Segmented | np.ndarray, options: AnalysisOptions) -> Measured:
+        """Clean, separate (+ contrast filter, boundary growth) and measure with :func:`effective_postprocess`; a
+        bare mask (no :class:`Segmented`) counts as made by ``options.segmenter`` at the recommended threshold."""
+        s = segmented if isinstance(segmented, Segmented) else Segmented(segmented, segmenter_name(
+            self._segmenter if self._segmenter is not None else options.segmenter))
+        post = effective_postprocess(options, s.segmenter, s.threshold)
+        if post.needs_image and prep.gray is None:
+            raise ValueError("the contrast filter (min_contrast) needs the prepared gray image")
+        res = measure_mask(s.mask, calibration=prep.calibration, image_name=prep.name,
+                           specimen_rows=prep.specimen_rows, gray=prep.gray if post.needs_image else None,
+                           options=dataclasses.replace(options.measure.with_post(post), classify=False),
+                           confidence=s.confidence)
         return Measured(table=res.table, labels=res.labels, count=len(res.particles), included=len(res.included()))
 
     def classify(self, prep: Prepared, measured: Measured, options: AnalysisOptions,
@@ -181,9 +214,14 @@ def provenance(outcomes: list[ImageOutcome], options: AnalysisOptions) -> dict[s
     segmenter = options.segmenter or DEFAULT_SEGMENTER
     models = {"segmenter": segmenter, "classifier": ", ".join(classifiers) or DEFAULT_CLASSIFIER}
     models.update(_model_versions(segmenter, models["classifier"], options.measure.modality))
+    # the post-processing actually applied (#16: explicit choices over the recommended values), as measured
+    applied = {o.prepared.name: dict(o.measured.table.postprocess) for o in outcomes
+               if getattr(o.measured.table, "postprocess", None)}
+    distinct = {json.dumps(v, sort_keys=True) for v in applied.values()}
     return {
         "models": models,
         "options": opts,
+        "postprocess": next(iter(applied.values())) if len(distinct) == 1 else applied,
         "inputs": [{"name": o.prepared.name, "file": o.prepared.source, "sha256": o.prepared.sha256}
                    for o in outcomes],
     }

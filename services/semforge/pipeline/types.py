@@ -13,8 +13,8 @@ from ..analysis import Calibration, MeasureOptions, detect_databar, scale_bar_ca
 from ..errors import InvalidOption
 from ..modality import Modality
 
-__all__ = ["DataBar", "AnalysisOptions", "ImageFacts", "Prepared", "Measured", "ImageOutcome", "image_stem",
-           "describe_image"]
+__all__ = ["DataBar", "AnalysisOptions", "ImageFacts", "Prepared", "Segmented", "Measured", "ImageOutcome",
+           "image_stem", "describe_image"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,18 @@ class Prepared:
     #: provenance (#13): the input as given (file name or object key) and the sha256 of its bytes
     source: str = ""
     sha256: str = ""
+
+
+@dataclass
+class Segmented:
+    """What the segment stage hands to the measure stage: the foreground mask (an array in process, an object
+    reference remotely), the segmenter that made it (it decides the recommended post-processing), the
+    threshold it was cut at and the per-image confidence of its probabilities (None when it gives none)."""
+
+    mask: Any
+    segmenter: str = ""
+    threshold: float | None = None
+    confidence: dict[str, Any] | None = None
 
 
 @dataclass

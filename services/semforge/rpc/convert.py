@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from .. import codec
-from ..analysis import Calibration, MeasureOptions, ParticleTable
+from ..analysis import POST_KEYS, Calibration, MeasureOptions, ParticleTable, PostProcess
 from ..errors import InvalidOption
 from ..modality import Modality
 from ..pipeline import AnalysisOptions, DataBar, ImageFacts
@@ -24,7 +24,8 @@ from ..storage import ObjectInfo, ObjectStore
 __all__ = ["modality_from_pb", "modality_pb", "separation_from_pb", "separation_pb", "databar_from_pb", "databar_pb",
            "measure_options_from_pb", "analysis_options_from_pb", "analysis_options_pb", "calibration_pb",
            "calibration_from_pb", "ref_pb", "put_png", "put_mask", "put_labels", "get_array", "put_json", "get_json",
-           "put_table", "get_table", "facts_key", "put_facts", "get_facts"]
+           "put_table", "get_table", "facts_key", "put_facts", "get_facts", "postprocess_from_pb",
+           "postprocess_pb_kwargs", "confidence_pb", "confidence_from_pb"]
 
 # enum values of semforge.common.v1.Modality / SeparationMode (0 = unspecified: the default)
 _MODALITY = {1: Modality.SE, 2: Modality.STEM, 3: Modality.TEM, 4: Modality.HIM}
@@ -45,16 +46,19 @@ def modality_pb(m: "Modality | str") -> int:
     return next(k for k, v in _MODALITY.items() if v is m)
 
 
-def separation_from_pb(value: int, *, field: str = "options.separation") -> str:
+def separation_from_pb(value: int, *, field: str = "options.separation") -> str | None:
+    """The separation mode; 0 (unspecified) = None: the one recommended for the segmenter and modality."""
     if value == 0:
-        return "uecs"
+        return None
     try:
         return _SEPARATION[value]
     except KeyError:
         raise InvalidOption(f"unknown separation mode {value}; valid: UECS, WATERSHED, NONE", field=field) from None
 
 
-def separation_pb(name: str) -> int:
+def separation_pb(name: str | None) -> int:
+    if name is None:
+        return 0
     for k, v in _SEPARATION.items():
         if v == name.lower():
             return k
@@ -84,6 +88,7 @@ def measure_options_from_pb(opts, *, classify: bool = False) -> MeasureOptions:
         raise InvalidOption(f"min_diameter_nm must be >= 0, got {opts.min_diameter_nm}", field="options.min_diameter_nm")
     kw = dict(separate=separation_from_pb(opts.separation), modality=modality_from_pb(opts.modality).value,
               classify=classify)
+    kw.update(postprocess_from_pb(opts))
     if opts.min_diameter_nm:
         kw["min_diameter_nm"] = opts.min_diameter_nm
     if opts.convexity_threshold:
@@ -91,6 +96,52 @@ def measure_options_from_pb(opts, *, classify: bool = False) -> MeasureOptions:
     mo = MeasureOptions(**kw)
     mo.validate()
     return mo
+
+
+#: post-processing keys that are optional fields of the same name in AnalysisOptions (``separate`` is the enum)
+_POST_FIELDS = tuple(k for k in POST_KEYS if k != "separate")
+
+
+def postprocess_from_pb(opts) -> dict:
+    """The post-processing keys the caller set (``HasField``: unset keys stay unset), validated."""
+    chosen = {k: getattr(opts, k) for k in _POST_FIELDS if opts.HasField(k)}
+    for k, v in chosen.items():
+        if not math.isfinite(v):
+            raise InvalidOption(f"{k} must be a finite number, got {v}", field=f"options.{k}")
+    try:
+        PostProcess(**chosen).validate()
+    except InvalidOption as exc:
+        raise InvalidOption(str(exc), field=f"options.{exc.field}" if getattr(exc, "field", "") else "options") \
+            from None
+    return chosen
+
+
+def postprocess_pb_kwargs(post: PostProcess) -> dict:
+    """AnalysisOptions fields of the chosen (non-None) post-processing keys (``separate`` -> ``separation``)."""
+    kw = {k: v for k, v in post.chosen().items() if k != "separate"}
+    if post.separate is not None:
+        kw["separation"] = separation_pb(post.separate)
+    return kw
+
+
+def confidence_pb(conf: dict | None):
+    """``image_confidence``'s dict as an ``ImageConfidence`` message (None -> None: leave the field unset)."""
+    if not conf:
+        return None
+    from semforge.common.v1 import common_pb2
+
+    return common_pb2.ImageConfidence(score=conf["score"], flags=list(conf["flags"]),
+                                      foreground_fraction=conf["foreground_fraction"],
+                                      uncertain_share=conf["uncertain_share"], mean_confidence=conf["mean_confidence"])
+
+
+def confidence_from_pb(msg, present: bool) -> dict | None:
+    """The dict of :func:`semforge.analysis.image_confidence` (``trusted`` follows the flags)."""
+    if not present:
+        return None
+    flags = list(msg.flags)
+    return {"trusted": not flags, "score": msg.score, "flags": flags, "foreground_fraction": msg.foreground_fraction,
+            "uncertain_share": msg.uncertain_share, "mean_confidence": msg.mean_confidence}
 
 
 def analysis_options_from_pb(opts) -> AnalysisOptions:
@@ -107,7 +158,7 @@ def analysis_options_pb(o: AnalysisOptions):
     defaults = MeasureOptions()
     m = o.measure
     return common_pb2.AnalysisOptions(
-        modality=modality_pb(m.modality), pixel_size_nm=o.pixel_size_nm or 0.0, separation=separation_pb(m.separate),
+        modality=modality_pb(m.modality), pixel_size_nm=o.pixel_size_nm or 0.0, **postprocess_pb_kwargs(m.post),
         specimen_rows=databar_pb(o.databar), segmenter=o.segmenter or "",
         min_diameter_nm=0.0 if m.min_diameter_nm == defaults.min_diameter_nm else m.min_diameter_nm,
         convexity_threshold=0.0 if m.convexity_threshold == defaults.convexity_threshold else m.convexity_threshold)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..pipeline import AnalysisOptions, ImageOutcome, Measured, Prepared, describe_image, prepare_facts
+from ..pipeline import AnalysisOptions, ImageOutcome, Measured, Prepared, Segmented, describe_image, prepare_facts
 from ..storage import ObjectNotFound, ObjectStore
-from .convert import (analysis_options_pb, calibration_pb, get_facts, modality_pb, put_facts)
+from .convert import (analysis_options_pb, calibration_pb, confidence_from_pb, confidence_pb, get_facts, modality_pb,
+                      put_facts)
 
 __all__ = ["ServiceStubs", "RemoteStages", "image_facts"]
 
@@ -62,19 +63,23 @@ class RemoteStages:
         facts, _ = image_facts(self.store, ref.key, name=name)
         return prepare_facts(facts, name, options, image=ref)
 
-    def segment(self, prep: Prepared, options: AnalysisOptions):
+    def segment(self, prep: Prepared, options: AnalysisOptions) -> Segmented:
         from semforge.segment.v1 import segment_pb2
 
-        return self.stubs.segment.Segment(segment_pb2.SegmentRequest(
+        r = self.stubs.segment.Segment(segment_pb2.SegmentRequest(
             image=prep.image, modality=modality_pb(options.measure.modality), specimen_rows=prep.specimen_rows,
-            model=options.segmenter or ""), timeout=self.stubs.timeout_s).mask
+            model=options.segmenter or "", threshold=options.measure.threshold), timeout=self.stubs.timeout_s)
+        return Segmented(r.mask, r.model, r.threshold or None, confidence_from_pb(r.confidence,
+                                                                                  r.HasField("confidence")))
 
-    def measure(self, prep: Prepared, mask, options: AnalysisOptions) -> Measured:
+    def measure(self, prep: Prepared, segmented: Segmented, options: AnalysisOptions) -> Measured:
         from semforge.measure.v1 import measure_pb2
 
         r = self.stubs.measure.Measure(measure_pb2.MeasureRequest(
-            mask=mask, image_name=prep.name, calibration=calibration_pb(prep.calibration),
-            specimen_rows=prep.specimen_rows, options=analysis_options_pb(options)), timeout=self.stubs.timeout_s)
+            mask=segmented.mask, image_name=prep.name, calibration=calibration_pb(prep.calibration),
+            specimen_rows=prep.specimen_rows, options=analysis_options_pb(options), segmenter=segmented.segmenter,
+            threshold=segmented.threshold or 0.0, confidence=confidence_pb(segmented.confidence), image=prep.image),
+            timeout=self.stubs.timeout_s)
         return Measured(table=r.particles, labels=r.labels, count=r.count, included=r.included)
 
     def classify(self, prep: Prepared, measured: Measured, options: AnalysisOptions) -> Measured:

@@ -38,8 +38,11 @@ def _truth(mask_path: Path, rows: int) -> np.ndarray:
 
 
 def evaluate_segmenter(segmenter, images: str | Path, masks: str | Path, *, modality: str = "se",
-                       separate: str = "uecs", names: list[str] | None = None,
-                       progress: Callable[[int, int, str], None] | None = None) -> dict:
+                       separate: str | None = None, names: list[str] | None = None,
+                       progress: Callable[[int, int, str], None] | None = None, **post) -> dict:
+    """Score ``segmenter`` as the analysis runs it: post-processing keys (``separate``, ``threshold``,
+    ``watershed_h``, ``grow_px``, ``min_contrast``) left None follow the analysis' default for the segmenter
+    and modality (:func:`semforge.pipeline.effective_postprocess`); the applied ones are in ``postprocess``."""
     images, masks = Path(images), Path(masks)
     paths = sorted(p for p in images.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".png", ".jpg", ".dm3", ".dm4"))
     if names is not None:
@@ -51,7 +54,9 @@ def evaluate_segmenter(segmenter, images: str | Path, masks: str | Path, *, moda
     pred_ecd, true_ecd, pred_n, true_n = [], [], 0, 0
     seg_t = []
     stages = LocalStages(segmenter)
-    opts = AnalysisOptions(MeasureOptions(separate=separate, modality=modality, classify=False))
+    opts = AnalysisOptions(MeasureOptions(separate=separate, modality=modality, classify=False,
+                                          **{k: v for k, v in post.items() if v is not None}))
+    applied = None
     for i, ip in enumerate(paths):
         cands = [masks / f"{ip.stem}_m{ip.suffix}", masks / f"{ip.stem}{ip.suffix}", masks / f"{ip.stem}_m.tif",
                  masks / f"{ip.stem}.png"]
@@ -67,6 +72,7 @@ def evaluate_segmenter(segmenter, images: str | Path, masks: str | Path, *, moda
         seg_t.append(time.perf_counter() - t0)
         measured = stages.measure(prep, mask, opts)
         res = measured.table
+        applied = res.postprocess
         pred = measured.labels[:rows].astype(np.int64)
         pm = pixel_metrics(pred > 0, truth > 0)
         p, t = pred > 0, truth > 0
@@ -101,7 +107,7 @@ def evaluate_segmenter(segmenter, images: str | Path, masks: str | Path, *, moda
     med_t = float(np.median(true_ecd)) if true_ecd else float("nan")
     return {
         "images": len(paths), "segmenter": getattr(segmenter, "name", type(segmenter).__name__),
-        "separation": separate, "modality": modality,
+        "separation": applied["separate"], "modality": modality, "postprocess": applied,
         "foreground_iou": acc["inter"] / max(acc["union"], 1),
         "pixel_precision": pprec, "pixel_recall": prec_rec,
         "pixel_f1": 2 * pprec * prec_rec / max(pprec + prec_rec, 1e-12),
@@ -118,14 +124,20 @@ def evaluate_segmenter(segmenter, images: str | Path, masks: str | Path, *, moda
     }
 
 
+def _post_label(r: dict) -> str:
+    from ...analysis import PostProcess
+
+    return PostProcess(**r["postprocess"]).label() if r.get("postprocess") else r["separation"]
+
+
 def format_markdown(results: list[dict]) -> str:
-    head = ("| segmenter / separation | fg IoU | pixel F1 | pixel error | Rand error | inst. precision | inst. recall | "
+    head = ("| segmenter / post-processing | fg IoU | pixel F1 | pixel error | Rand error | inst. precision | inst. recall | "
             "inst. F1@0.5 | AP@0.5 | AP@0.5:0.95 | count (pred / human) | median ECD pred / human | error | "
             "s / image (network) |")
     lines = [head, "|" + "---|" * 14]
     for r in results:
         lines.append(
-            f"| {r['segmenter']} / {r['separation']} | {r['foreground_iou']:.3f} | {r['pixel_f1']:.3f} | "
+            f"| {r['segmenter']} / {_post_label(r)} | {r['foreground_iou']:.3f} | {r['pixel_f1']:.3f} | "
             f"{r['pixel_error']:.4f} | {r['rand_error']:.4f} | {r['instance_precision']:.3f} | "
             f"{r['instance_recall']:.3f} | **{r['instance_f1']:.3f}** | {r['ap50']:.3f} | {r['ap50_95']:.3f} | "
             f"{r['count_pred']} / {r['count_true']} | {r['median_ecd_pred']:.1f} / {r['median_ecd_true']:.1f} | "

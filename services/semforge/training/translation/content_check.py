@@ -136,7 +136,7 @@ def check_translated(segmenter, image: np.ndarray, instances: np.ndarray,
     g = np.asarray(image, dtype=np.float32)
     prep = Prepared(name="translated", calibration=Calibration(None, "none"), specimen_rows=g.shape[0],
                     height=g.shape[0], width=g.shape[1], gray=g)
-    mask = LocalStages(segmenter).segment(prep, AnalysisOptions(MeasureOptions(modality="se")))
+    mask = LocalStages(segmenter).segment(prep, AnalysisOptions(MeasureOptions(modality="se"))).mask
     return content_check(mask, instances, thresholds, shapes=shapes)
 
 
