@@ -6,10 +6,11 @@ the spurious-object filter ``min_contrast`` (measure stage). A field left ``None
 :func:`recommended` fills it per segmenter and modality (the values chosen by cross-validation on
 the real images, :data:`RECOMMENDED`; docs/segmentation.md). No numpy here: the command line reads it.
 
-Adding a key later: a field here (its CLI flag and proto conversion follow :data:`POST_KEYS` and
-:data:`POST_HELP`), its value in ``RECOMMENDED`` if it is not the field default, a field of the same
-name in ``AnalysisOptions`` (common.proto) and ``MeasureOptions``, and its step in
-:func:`semforge.analysis.measure_mask`.
+Adding a key later: a field here with its line in :data:`POST_HELP` (the CLI flags of ``analyze``,
+``measure``, ``evaluate``, ``batch`` and the proto conversion follow :data:`POST_KEYS` /
+:data:`POST_TYPES`), its value in ``RECOMMENDED`` where it differs from :data:`MASK_DEFAULT`, an
+``optional`` field of the same name in ``AnalysisOptions`` (common.proto) and in ``MeasureOptions``, and
+its step in :func:`semforge.analysis.measure_mask`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ RECOMMENDED = {
     "stem": {"threshold": 0.4, "separate": "watershed", "watershed_h": 0.5, "grow_px": 0, "min_contrast": 0.3},
 }
 
-__all__ = ["SEPARATION_MODES", "RECOMMENDED", "PostProcess", "POST_KEYS", "POST_HELP", "recommended", "CLASSICAL",
+__all__ = ["SEPARATION_MODES", "RECOMMENDED", "PostProcess", "POST_KEYS", "POST_TYPES", "POST_HELP", "recommended", "CLASSICAL",
            "MASK_DEFAULT", "segmenter_family"]
 
 
@@ -99,6 +100,10 @@ class PostProcess:
 
 #: the keys of a spec, in order (CLI flags ``--threshold`` etc., proto fields of the same names)
 POST_KEYS = tuple(f.name for f in fields(PostProcess))
+
+#: the value type of each key (the CLI's argument types): ``str`` for ``separate``, else int or float
+POST_TYPES = {f.name: str if "str" in str(f.type) else int if "int" in str(f.type) else float
+              for f in fields(PostProcess)}
 
 #: one line of help per key (the CLI's)
 POST_HELP = {

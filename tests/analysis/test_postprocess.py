@@ -109,3 +109,25 @@ def test_a_bare_mask_gets_nothing_added():
     res = measure_mask(single, calibration=Calibration(2.0, "user"))
     assert res.table.postprocess == MASK_DEFAULT.to_doc()
     assert res.particles[0]["area"] == pytest.approx(single.sum() * 4.0)
+
+
+def test_proto_keeps_unset_apart_from_explicit():
+    from semforge.common.v1 import common_pb2
+    from semforge.pipeline import AnalysisOptions
+    from semforge.rpc.convert import analysis_options_from_pb, analysis_options_pb
+
+    unset = analysis_options_pb(AnalysisOptions(MeasureOptions(modality="tem")))
+    assert not any(unset.HasField(k) for k in ("threshold", "watershed_h", "grow_px", "min_contrast"))
+    assert unset.separation == 0
+    back = analysis_options_from_pb(unset).measure
+    assert back.post == PostProcess() and back.modality == "tem"
+    # an explicit 0 (filter off, no growth) is a choice, not "unset"
+    mine = MeasureOptions(modality="tem", threshold=0.45, separate="uecs", grow_px=0, min_contrast=0.0)
+    pb = analysis_options_pb(AnalysisOptions(mine))
+    assert pb.HasField("min_contrast") and pb.min_contrast == 0.0 and pb.HasField("grow_px")
+    assert analysis_options_from_pb(pb).measure.post == mine.post
+    with pytest.raises(InvalidOption) as e:
+        analysis_options_from_pb(common_pb2.AnalysisOptions(threshold=1.5))
+    assert e.value.field == "options.threshold"
+    with pytest.raises(InvalidOption):
+        analysis_options_from_pb(common_pb2.AnalysisOptions(min_contrast=float("nan")))

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 
+from ..cli._common import add_postprocess_options, postprocess_args
 from ..errors import UserInputError
 
 __all__ = ["register"]
@@ -27,7 +28,7 @@ def _settings(args):
     from ..pipeline import AnalysisOptions, DataBar
     from ._manifest import BatchSettings
 
-    return BatchSettings(AnalysisOptions(measure=MeasureOptions(separate=args.separate, modality=args.modality),
+    return BatchSettings(AnalysisOptions(measure=MeasureOptions(modality=args.modality, **postprocess_args(args)),
                                          pixel_size_nm=args.pixel_size_nm, databar=DataBar.parse(args.databar),
                                          segmenter=args.segmenter))
 
@@ -130,8 +131,7 @@ def register(sub) -> None:
     s.add_argument("--no-wait", action="store_true", help="create the Job and return (kubernetes)")
     s.add_argument("--out", help="write the sample report here when the batch is done")
     s.add_argument("--modality", default="se", choices=["se", "stem", "tem", "him"])
-    s.add_argument("--separate", default=None, choices=["uecs", "watershed", "none"],
-                   help="default: recommended for the segmenter and modality (docs/segmentation.md)")
+    add_postprocess_options(s)  # --threshold --separate ... (unset: recommended for segmenter and modality)
     s.add_argument("--pixel-size-nm", type=float, default=None)
     s.add_argument("--databar", default="auto", help="auto, none or the number of specimen rows")
     s.add_argument("--segmenter", default=None, help="default: the shipped UNet++ (unetpp)")

@@ -58,16 +58,15 @@ def add_postprocess_options(p: argparse.ArgumentParser) -> None:
     """``--threshold``, ``--separate``, ``--watershed-h``, ``--grow-px``, ``--min-contrast`` (one per key of
     :class:`semforge.analysis.PostProcess`): unset, the analysis applies the values recommended for the
     segmenter and the modality (docs/segmentation.md); given, they win."""
-    from ..postprocess import POST_HELP, POST_KEYS, SEPARATION_MODES
+    from ..postprocess import POST_HELP, POST_KEYS, POST_TYPES, SEPARATION_MODES
 
-    kinds = {"threshold": float, "watershed_h": float, "grow_px": int, "min_contrast": float}
     for key in POST_KEYS:
         hlp = f"{POST_HELP[key]} (default: recommended for the segmenter and modality)"
         if key == "separate":
             p.add_argument("--separate", choices=list(SEPARATION_MODES), default=None, help=hlp)
             p.add_argument("--separation", dest="separate", choices=list(SEPARATION_MODES), help=argparse.SUPPRESS)
         else:
-            p.add_argument("--" + key.replace("_", "-"), dest=key, type=kinds.get(key, float), default=None, help=hlp)
+            p.add_argument("--" + key.replace("_", "-"), dest=key, type=POST_TYPES[key], default=None, help=hlp)
 
 
 def postprocess_args(args: argparse.Namespace) -> dict:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..postprocess import POST_HELP
+from ..postprocess import POST_HELP, POST_KEYS, POST_TYPES
 from ._common import MODALITY_CHOICES, CliError
 
 
@@ -21,8 +21,8 @@ def register(sub) -> None:
     e.add_argument("--separate", default=None,
                    help="comma-separated separations: uecs, watershed, none (default: what `semforge analyze` applies "
                         "for the segmenter and modality)")
-    for key, kind in (("threshold", float), ("watershed_h", float), ("grow_px", int), ("min_contrast", float)):
-        e.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, default=None,
+    for key in POST_KEYS[:1] + POST_KEYS[2:]:  # every key but separate (a list here)
+        e.add_argument("--" + key.replace("_", "-"), dest=key, type=POST_TYPES[key], default=None,
                        help=f"{POST_HELP[key]} (default: what `semforge analyze` applies)")
     e.add_argument("--names", help="comma-separated image stems (default all)")
     e.add_argument("--json", help="write the full figures (per image too) here")
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         kw = {"url": args.triton_url} if name == "unetpp-triton" and args.triton_url else {}
         seg = create_segmenter(name, **kw)
         for sep in args.separate.split(",") if args.separate else [None]:
-            post = {k: getattr(args, k) for k in ("threshold", "watershed_h", "grow_px", "min_contrast")}
+            post = {k: getattr(args, k) for k in POST_KEYS if k != "separate"}
             try:
                 from ..postprocess import PostProcess
 
