@@ -202,3 +202,21 @@ def test_cli_flags_reach_the_analysis(images, tmp_path):
     bad = subprocess.run([exe, "analyze", str(images / "tem.tif"), "--out", str(tmp_path / "b"),
                           "--threshold", "1.5"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "threshold must be in (0, 1)" in bad.stderr
+
+
+def test_a_bad_post_processing_value_is_refused_at_submission(emb, images):
+    import grpc
+
+    from semforge.common.v1 import common_pb2
+    from semforge.rpc import error_detail_from
+
+    c = GatewayClient(emb.gateway_address)
+    up = c.upload(images / "se.tif")
+    for opts, field in ((common_pb2.AnalysisOptions(threshold=1.5), "threshold"),
+                        (common_pb2.AnalysisOptions(grow_px=-2), "grow_px"),
+                        (common_pb2.AnalysisOptions(min_contrast=3.0), "min_contrast")):
+        with pytest.raises(grpc.RpcError) as e:
+            c.analyze([up.image.ref], ["se"], opts)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in e.value.details()
+        assert error_detail_from(e.value) is not None
+    c.close()
