@@ -37,8 +37,8 @@ RECOMMENDED = {
     "stem": {"threshold": 0.4, "separate": "watershed", "watershed_h": 0.5, "grow_px": 0, "min_contrast": 0.3},
 }
 
-__all__ = ["SEPARATION_MODES", "RECOMMENDED", "PostProcess", "POST_KEYS", "POST_TYPES", "POST_HELP", "recommended", "CLASSICAL",
-           "MASK_DEFAULT", "segmenter_family"]
+__all__ = ["SEPARATION_MODES", "RECOMMENDED", "PostProcess", "POST_KEYS", "POST_TYPES", "POST_HELP", "recommended",
+           "CLASSICAL", "MASK_DEFAULT", "segmenter_family"]
 
 
 @dataclass(frozen=True)

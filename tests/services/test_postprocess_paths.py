@@ -193,7 +193,8 @@ def test_confidence_in_report_and_warnings_on_both_paths(emb, images, sample_tif
 def test_cli_flags_reach_the_analysis(images, tmp_path):
     exe = str(Path(sys.executable).parent / "semforge")
     r = subprocess.run([exe, "analyze", str(images / "tem.tif"), "--out", str(tmp_path / "o"), "--modality", "tem",
-                        "--pixel-size-nm", "2", "--databar", "none", "--threshold", "0.45", "--separate", "uecs", "--min-contrast", "0"],
+                        "--pixel-size-nm", "2", "--databar", "none", "--threshold", "0.45", "--separate", "uecs",
+                        "--min-contrast", "0"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     prov = json.loads((tmp_path / "o" / "report.json").read_text())["provenance"]

@@ -68,8 +68,8 @@ class ParticleTable:
         calibration = Calibration(float(px) if px is not None and math.isfinite(px) and px > 0 else None,
                                   cal.get("source") or "none")
         table = cls(image=doc["image"], calibration=calibration, specimen_rows=int(doc["specimen_rows"]),
-                    separation=doc["separation"], particles=list(doc["particles"]), classifier=doc.get("classifier", ""),
-                    postprocess=dict(doc.get("postprocess") or {}), confidence=doc.get("confidence"))
+                    separation=doc["separation"], particles=list(doc["particles"]),
+                    classifier=doc.get("classifier", ""), postprocess=dict(doc.get("postprocess") or {}), confidence=doc.get("confidence"))
         if table.unit != doc.get("unit", table.unit):
             raise ValueError(f"particle table unit {doc['unit']!r} does not match its calibration ({table.unit})")
         return table

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..analysis import (CONFIDENCE_LIMIT, POST_KEYS, PostProcess, add_gray_stats, ImageResult, ScaleBar,
+from ..analysis import (CONFIDENCE_LIMIT, PostProcess, add_gray_stats, ImageResult, ScaleBar,
                         check_scale_bar, classify_particles, image_confidence, load_image, measure_mask, recommended,
                         resolve_calibration, to_gray_float, write_image_outputs, write_sample_report)
 from ..analysis._checks import Warning_
