@@ -38,7 +38,8 @@ class GatewayConfig(ServiceConfig):
     ``JOB_WORKERS``, ``CALL_TIMEOUT_S`` (deadline of each call to segment/measure/classify: a hung service
     fails the job with DEADLINE_EXCEEDED instead of stalling it), ``JOB_RETENTION_DAYS`` /
     ``JOB_RETENTION_MAX_PER_TENANT`` (finished jobs older than that, or beyond the newest N of a tenant, are
-    deleted; 0 = keep)."""
+    deleted; 0 = keep), ``MAX_ACTIVE_JOBS_PER_TENANT`` (a tenant with this many jobs queued or running gets
+    RESOURCE_EXHAUSTED + retry hint for a new one; 0 = no limit)."""
 
     segment_addr: str = ""
     measure_addr: str = ""
@@ -51,6 +52,7 @@ class GatewayConfig(ServiceConfig):
     call_timeout_s: float = 600.0
     retention_days: float = 0.0
     retention_max_jobs: int = 0
+    max_active_jobs_per_tenant: int = 0
 
     @classmethod
     def from_env(cls, **overrides):
@@ -66,6 +68,7 @@ class GatewayConfig(ServiceConfig):
         cfg.call_timeout_s = env_float("CALL_TIMEOUT_S", 600.0, minimum=0.1)
         cfg.retention_days = env_float("JOB_RETENTION_DAYS", 0.0, minimum=0)
         cfg.retention_max_jobs = env_int("JOB_RETENTION_MAX_PER_TENANT", 0, minimum=0)
+        cfg.max_active_jobs_per_tenant = env_int("MAX_ACTIVE_JOBS_PER_TENANT", 0, minimum=0)
         for k, v in overrides.items():
             setattr(cfg, k, v)
         return cfg
@@ -104,7 +107,8 @@ def job_runner(store: ObjectStore, cfg: GatewayConfig) -> JobRunner:
                      transient=_unavailable, describe=lambda exc: _describe(exc, cfg.call_timeout_s),
                      missing=_not_found, workers=cfg.job_workers,
                      resume_after_s=cfg.resume_after_s, retry_s=cfg.store_retry_s,
-                     retention_days=cfg.retention_days, retention_max_jobs=cfg.retention_max_jobs)
+                     retention_days=cfg.retention_days, retention_max_jobs=cfg.retention_max_jobs,
+                     max_active_per_tenant=cfg.max_active_jobs_per_tenant)
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..analysis import Calibration, ImageDecodeError
-from ..errors import Cancelled, UserInputError
+from ..errors import Busy, Cancelled, UserInputError
 from ..pipeline import AnalysisOptions, ImageOutcome, Measured, Prepared, Stages, analyze_image, unique_names
 from ..storage import ObjectNotFound, ObjectStore, StorageUnavailable, key_segment, validate_key
 from .events import EventHub
@@ -100,6 +100,10 @@ class JobRunner:
     missing : callable
         ``missing(exc)`` -> True when a stage failed because an object it reads is not (or no longer) stored;
         if the image itself is still stored, the image is redone (an intermediate result was lost).
+    max_active_per_tenant : int
+        Admission control (``MAX_ACTIVE_JOBS_PER_TENANT``): a tenant with this many jobs queued or running gets
+        :class:`~semforge.errors.Busy` (RESOURCE_EXHAUSTED, retry after ``busy_retry_s``) for a new one; other
+        tenants are still admitted. 0 = no limit.
     """
 
     def __init__(self, store: ObjectStore, stages_for: Callable[[Any], Stages], *,
@@ -108,7 +112,8 @@ class JobRunner:
                  describe: Callable[[BaseException], str | None] = lambda exc: None,
                  workers: int = 2, resume_after_s: float = 60.0, retry_s: float = 300.0,
                  retention_days: float = 0.0, retention_max_jobs: int = 0, retention_every_s: float = 600.0,
-                 missing: Callable[[BaseException], bool] = lambda exc: False):
+                 missing: Callable[[BaseException], bool] = lambda exc: False,
+                 max_active_per_tenant: int = 0, busy_retry_s: float = 5.0):
         self.store = store
         self.jobs = JobStore(store)
         self.events = EventHub(self.jobs)
@@ -117,6 +122,8 @@ class JobRunner:
         self.n_workers, self.resume_after_s, self.retry_s = workers, resume_after_s, retry_s
         self.retention_days, self.retention_max_jobs = retention_days, retention_max_jobs
         self.retention_every_s = retention_every_s
+        self.max_active_per_tenant, self.busy_retry_s = max_active_per_tenant, busy_retry_s
+        self._admit = threading.Lock()  # count + create, atomic on this replica
         self.replica = uuid.uuid4().hex[:8]
         self._queue = FairQueue()
         self._indexed = False
@@ -211,11 +218,26 @@ class JobRunner:
         job.inputs.extend(images)
         job.input_names.extend(chosen)
         job.options.CopyFrom(options)
-        self.jobs.create(job)
+        with self._admit:
+            self._admission(tenant)
+            self.jobs.create(job)
         self.events.open(job.job_id)
         self.events.emit(job, -1, "", "queued", 0.0, "queued")
         self._enqueue(job.job_id, tenant)
         return job
+
+    def _admission(self, tenant: str) -> None:
+        """Refuse a new job of a tenant already at its limit of queued/running jobs. Exact on one replica (the
+        caller holds ``_admit``); with several replicas, submissions racing on different replicas can each be
+        admitted at the limit (over by at most one per replica), never refused below it."""
+        limit = self.max_active_per_tenant
+        if limit <= 0:
+            return
+        n = self.jobs.active_count(tenant, limit)
+        if n >= limit:
+            raise Busy(f"tenant {tenant!r} already has {n} jobs queued or running, its limit "
+                       f"(MAX_ACTIVE_JOBS_PER_TENANT={limit}); retry in {self.busy_retry_s:g} s, when one has "
+                       "finished", retry_after_ms=int(self.busy_retry_s * 1000))
 
     def get(self, job_id: str, identity=None):
         return self.jobs.get(job_id, identity)
@@ -315,7 +337,7 @@ class JobRunner:
             except (ObjectNotFound, UserInputError):
                 continue
             if job.state in TERMINAL:
-                self.jobs.finished(job_id)
+                self.jobs.finished(job_id, job.tenant)
                 continue
             if job_id not in released and age_s(self.jobs.last_alive(job)) < self.resume_after_s:
                 continue
@@ -387,7 +409,7 @@ class JobRunner:
         pb = _pb()
         job = self._retry(None, "read job", lambda: self.jobs.load(job_id, raw=True))
         if job.state in TERMINAL:
-            self.jobs.finished(job_id)
+            self.jobs.finished(job_id, job.tenant)
             return
         leases = self._retry(None, "read leases", lambda: self.jobs.leases(job_id))
         with self._lock:
@@ -416,7 +438,7 @@ class JobRunner:
             job.message = described or f"internal error: {type(exc).__name__}"
         try:
             self._retry(None, "save job", lambda: self.jobs.save(job))
-            self.jobs.finished(job.job_id)
+            self.jobs.finished(job.job_id, job.tenant)
         except Exception:  # noqa: BLE001
             log.exception("could not save the final state of job %s", job.job_id)
         self.events.emit(job, len(job.inputs) - 1, "", "done", 1.0, job.message)
