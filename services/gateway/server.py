@@ -45,7 +45,7 @@ class GatewayConfig(ServiceConfig):
     measure_addr: str = ""
     classify_addr: str = ""
     max_upload_mb: int = 2048
-    max_megapixels: float = 400.0
+    max_megapixels: float = 180.0  # processed end to end, measured (docs/security.md "Image limits")
     store_retry_s: float = 300.0
     resume_after_s: float = 60.0
     job_workers: int = 2
@@ -61,7 +61,7 @@ class GatewayConfig(ServiceConfig):
         cfg.measure_addr = env_str("MEASURE_ADDR", required=True)
         cfg.classify_addr = env_str("CLASSIFY_ADDR", required=True)
         cfg.max_upload_mb = env_int("MAX_UPLOAD_MB", 2048, minimum=1)
-        cfg.max_megapixels = env_float("MAX_MEGAPIXELS", 400.0, minimum=0.01)
+        cfg.max_megapixels = env_float("MAX_MEGAPIXELS", 180.0, minimum=0.01)
         cfg.store_retry_s = env_float("STORE_RETRY_S", 300.0, minimum=0)
         cfg.resume_after_s = env_float("RESUME_AFTER_S", 60.0, minimum=1)
         cfg.job_workers = env_int("JOB_WORKERS", 2, minimum=1)

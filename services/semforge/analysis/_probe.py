@@ -11,8 +11,9 @@ stored and before ``load_image`` (``_image_info``): open the object, probe,
 and on :class:`ImageTooLarge` delete the object (a rejected upload is never
 kept) and answer RESOURCE_EXHAUSTED with the message; on
 :class:`~semforge.analysis.ImageDecodeError` delete it and answer
-INVALID_ARGUMENT. The limit should not exceed what every stage can reopen
-(Pillow refuses images over 2 x ``Image.MAX_IMAGE_PIXELS`` = 179 MP).
+INVALID_ARGUMENT. This limit is the only pixel limit: our own masks and overlays,
+and uploads that passed it, are opened without Pillow's decompression-bomb check
+(``semforge.codec.pil_open``), so anything accepted can be reopened by every stage.
 """
 
 from __future__ import annotations
