@@ -20,6 +20,7 @@ from semforge.errors import ObjectTooLarge, UserInputError
 from semforge.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from semforge.jobs import JobRunner
 from semforge.jobs.tenancy import no_object, owns_upload, record_upload, tenant_of
+from semforge.jobs.refs import drop_upload, upload_pin
 from semforge.rpc import (ServiceConfig, build_server, configure_logging, env_float, env_int, env_str,
                           map_exceptions, serve_forever)
 from semforge.rpc.convert import analysis_options_from_pb, calibration_pb, facts_key, put_facts, ref_pb
@@ -132,6 +133,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise ObjectTooLarge(f"upload exceeds the limit of {self.cfg.max_upload_mb} MB (MAX_UPLOAD_MB)",
                                  field="data") from None
         name = os.path.basename(first.get("name") or "") or "image"
+        tenant = tenant_of(current_identity())
+        pin = upload_pin(self.store, tenant, info.key)  # a concurrent DeleteJob keeps these bytes (jobs.refs)
+        try:
+            return self._uploaded(info, dedup, name, first, tenant)
+        finally:
+            drop_upload(self.store, tenant, info.key, pin)
+
+    def _uploaded(self, info, dedup, name, first, tenant):
         try:
             if info.size == 0:
                 raise UserInputError("empty upload (0 bytes): send the image file's contents", field="data")
@@ -159,7 +168,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if not known:
             put_facts(self.store, info.key, facts, name)
         # dedup as this tenant sees it: only its own earlier upload counts (the shared blob tells it nothing)
-        dedup = record_upload(self.store, tenant_of(current_identity()), info.key, name) and dedup
+        dedup = record_upload(self.store, tenant, info.key, name) and dedup
         image = common_pb2.ImageInfo(ref=ref_pb(info, "application/octet-stream"), name=name, width=facts.width,
                                      height=facts.height, specimen_rows=facts.detected_rows, format=facts.format,
                                      calibration=calibration_pb(facts.calibration))

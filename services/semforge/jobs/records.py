@@ -223,6 +223,11 @@ class JobStore:
         return self._remove(job)
 
     def _remove(self, job) -> int:
+        """The job's own objects, then the blobs only it used (``refs``: uploads of its tenant no other job of
+        the tenant uses, masks, label images, tables); returns the number of objects removed."""
+        from . import refs
+
+        blobs = refs.job_blob_keys(self.store, job)
         d = self._dir(job.job_id)
         keys = [k for k in self.store.list(d + "/") if k != f"{d}/job.json"]
         for k in keys:
@@ -231,7 +236,7 @@ class JobStore:
         for k in self.index_keys(job):
             self.store.delete(k)
         self.finished(job.job_id, job.tenant)
-        return len(keys) + 1
+        return len(keys) + 1 + refs.release_job_blobs(self.store, job, blobs)
 
     def apply_retention(self, *, max_age_days: float = 0.0, max_per_tenant: int = 0) -> list[str]:
         """Delete finished jobs older than ``max_age_days`` and beyond the newest ``max_per_tenant`` of each

@@ -22,6 +22,7 @@ from ..analysis import Calibration, ImageDecodeError
 from ..errors import Busy, Cancelled, UserInputError
 from ..pipeline import AnalysisOptions, ImageOutcome, Measured, Prepared, Stages, analyze_image, unique_names
 from ..storage import ObjectNotFound, ObjectStore, StorageUnavailable, key_segment, validate_key
+from . import refs
 from .events import EventHub
 from .records import CANCEL_MESSAGE, TERMINAL, JobStore, age_s, now
 from .tenancy import no_object, owner_of, owns_upload, sees_all, tenant_of, upload_name
@@ -129,6 +130,7 @@ class JobRunner:
         self._indexed = False
         self._leases: dict[str, set] = {}  # job id -> resume leases when this replica started running it
         self._mine: set[str] = set()  # queued or running here (kept alive by the heartbeat)
+        self._produced: dict[str, set] = {}  # job id -> blob keys its stages returned (recorded at its end)
         self._cancelled_here: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -140,6 +142,7 @@ class JobRunner:
             return self
         try:
             self.jobs.ensure_index()
+            refs.ensure_refs(self.store)
             self._indexed = True
         except Exception:  # noqa: BLE001 - the store may be down now; the resume scan indexes them
             log.exception("indexing older job records failed")
@@ -193,12 +196,25 @@ class JobRunner:
         self.options_of(options)  # validates modality, separation, pixel size, data bar
         if names and len(names) != len(images):
             raise UserInputError(f"{len(names)} names for {len(images)} images", field="names")
+        job_id = uuid.uuid4().hex
+        pinned: list[str] = []
+        try:
+            return self._create(job_id, pinned, images, names, options, sample, identity, tenant)
+        except BaseException:  # refused: the reference records this request wrote go too
+            for key in pinned:
+                refs.remove(self.store, key, tenant, job_id)
+            raise
+
+    def _create(self, job_id, pinned, images, names, options, sample, identity, tenant):
         chosen = []
         for i, ref in enumerate(images):
             if not ref.key:
                 raise UserInputError(f"image {i}: empty object reference", field=f"images[{i}].key")
             validate_key(ref.key)
-            if not owns_upload(self.store, identity, ref.key) or not self.store.exists(ref.key):
+            if not owns_upload(self.store, identity, ref.key):
+                raise ObjectNotFound(f"image {i}: {no_object(ref.key)}")
+            pinned.append(ref.key)  # the reference first, then the check: a concurrent DeleteJob keeps the blob
+            if not refs.add(self.store, ref.key, tenant, job_id):
                 raise ObjectNotFound(f"image {i}: {no_object(ref.key)}")
             given = names[i] if names else ""
             name = (given or upload_name(self.store, tenant, ref.key)
@@ -213,7 +229,7 @@ class JobRunner:
             chosen.append(name)
         unique_names(chosen)
         pb = _pb()
-        job = pb.Job(job_id=uuid.uuid4().hex, state=pb.JOB_STATE_QUEUED, created_at=now(),
+        job = pb.Job(job_id=job_id, state=pb.JOB_STATE_QUEUED, created_at=now(),
                      images_total=len(images), sample=sample or "sample", tenant=tenant, owner=owner_of(identity))
         job.inputs.extend(images)
         job.input_names.extend(chosen)
@@ -221,6 +237,7 @@ class JobRunner:
         with self._admit:
             self._admission(tenant)
             self.jobs.create(job)
+        pinned.clear()  # the job holds them now
         self.events.open(job.job_id)
         self.events.emit(job, -1, "", "queued", 0.0, "queued")
         self._enqueue(job.job_id, tenant)
@@ -276,6 +293,7 @@ class JobRunner:
                     self._mine.discard(job_id)
                     self._cancelled_here.discard(job_id)
                     self._leases.pop(job_id, None)
+                    self._produced.pop(job_id, None)
                 self.events.close(job_id)
 
     def _heartbeat(self) -> None:
@@ -325,6 +343,7 @@ class JobRunner:
         replica took. Reads only the ``active/`` and ``released/`` markers, never the whole job history."""
         if not self._indexed:
             self.jobs.ensure_index()  # records older than the index (once per store)
+            refs.ensure_refs(self.store)
             self._indexed = True
         taken = []
         released = set(self.jobs.released_ids())
@@ -437,6 +456,13 @@ class JobRunner:
             job.state = pb.JOB_STATE_FAILED
             job.message = described or f"internal error: {type(exc).__name__}"
         try:
+            with self._lock:
+                produced = self._produced.pop(job.job_id, set())
+            # before the final state: once it is saved the job can be deleted, and deleting frees these
+            self._retry(None, "record blobs", lambda: refs.record_job_blobs(self.store, job, produced))
+        except Exception:  # noqa: BLE001 - a leak at worst, never a failed job
+            log.exception("could not record the blobs of job %s", job.job_id)
+        try:
             self._retry(None, "save job", lambda: self.jobs.save(job))
             self.jobs.finished(job.job_id, job.tenant)
         except Exception:  # noqa: BLE001
@@ -469,6 +495,8 @@ class JobRunner:
     def _execute(self, job) -> None:
         options = self.options_of(job.options)
         stages = self.stages_for(job)
+        with self._lock:
+            produced = self._produced.setdefault(job.job_id, set())
         n = len(job.inputs)
         span = 0.95 / max(n, 1)  # per-image share of the progress (the report takes the last 5 %)
 
@@ -477,7 +505,9 @@ class JobRunner:
                 frac = i * span + _PER_IMAGE.index(stage) * span / len(_PER_IMAGE)
                 self._check(job)
                 self.events.emit(job, i, name, stage, frac, _MESSAGES[stage])
-                return self._retry(job, stage, call, frac)
+                out = self._retry(job, stage, call, frac)
+                produced.update(_blob_keys(out))  # masks, tables, label images: freed with the job
+                return out
 
             for attempt in range(3):
                 try:
@@ -543,6 +573,16 @@ class JobRunner:
                 redo_lost(self._verified)  # read back and check every result (a corrupt one is removed)
         for k, v in outputs.items():
             job.outputs[k].CopyFrom(v)
+
+
+def _blob_keys(out) -> list[str]:
+    """The object keys a stage returned (an ObjectRef, or the refs of a Measured)."""
+    keys = []
+    for x in (out, getattr(out, "table", None), getattr(out, "labels", None)):
+        k = getattr(x, "key", None)
+        if isinstance(k, str) and k:
+            keys.append(k)
+    return keys
 
 
 _MESSAGES = {"load": "reading calibration and data bar", "segment": "segmenting",
