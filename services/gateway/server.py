@@ -46,7 +46,7 @@ class GatewayConfig(ServiceConfig):
     measure_addr: str = ""
     classify_addr: str = ""
     max_upload_mb: int = 2048
-    max_megapixels: float = 180.0  # processed end to end, measured (docs/security.md "Image limits")
+    max_megapixels: float = 180.0  # measured to process end to end (docs/security.md, MAX_MEGAPIXELS)
     store_retry_s: float = 300.0
     resume_after_s: float = 60.0
     job_workers: int = 2
