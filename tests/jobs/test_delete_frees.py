@@ -238,3 +238,34 @@ def test_concurrent_delete_and_reupload_never_leave_a_dangling_upload(tmp_path):
             assert not blobs(store) or blobs(store) == {x.key}  # X stays only as the re-upload's own
     finally:
         r.close(1.0)
+
+
+def test_older_stores_are_migrated_once_and_nothing_is_freed_before(tmp_path):
+    """A store written before reference records existed: B's upload record and an old job of A on the same
+    bytes have none. Until the one-time migration nothing is freed; after it (on the runner's start), deleting
+    A's new job on those bytes leaves B's upload and A's old job's input alone."""
+    import json
+
+    from semforge.jobs import JobStore
+
+    store = LocalStore(tmp_path / "store")
+    info, _ = store.put_content([b"legacy bytes"])
+    h = info.key.rsplit("/", 1)[1]
+    store.put_bytes(f"owners/group-b/{h}", json.dumps({"name": "b.tif"}).encode())  # the old record format
+    old = S.Job(job_id="old1", state=S.JOB_STATE_SUCCEEDED, tenant="group-a", created_at="2026-01-01T00:00:00.000+00:00")
+    old.inputs.append(ref_pb(info))
+    JobStore(store).create(old)
+    assert not refs.free(store, info.key) and store.exists(info.key)  # not migrated: never frees
+    r = JobRunner(store, lambda job: ContentStages(store), options_of=lambda pb: AnalysisOptions(MeasureOptions()),
+                  workers=1).start()
+    try:
+        assert store.exists(refs.MIGRATED)
+        assert set(store.list(f"refs/{h}/")) == {f"refs/{h}/group-b/_owner", f"refs/{h}/group-a/old1"}
+        mine = upload(store, ALICE, b"legacy bytes", "a.tif")
+        r.delete(run(r, ALICE, [mine]).job_id, ALICE)
+        assert store.exists(info.key) and store.exists(f"owners/group-b/{h}")
+        r.delete("old1", ALICE)  # the old job goes too; A uploaded the bytes after it was created: kept
+        assert store.list(f"refs/{h}/group-a/") == [f"refs/{h}/group-a/_owner"]
+        assert store.exists(info.key) and store.exists(f"owners/group-a/{h}")
+    finally:
+        r.close(1.0)
