@@ -20,6 +20,7 @@ from semforge.errors import ObjectTooLarge, UserInputError
 from semforge.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from semforge.jobs import JobRunner
 from semforge.jobs.tenancy import no_object, owns_upload, record_upload, tenant_of
+from semforge.jobs.refs import drop_upload, upload_pin
 from semforge.rpc import (ServiceConfig, build_server, configure_logging, env_float, env_int, env_str,
                           map_exceptions, serve_forever)
 from semforge.rpc.convert import analysis_options_from_pb, calibration_pb, facts_key, put_facts, ref_pb
@@ -38,19 +39,21 @@ class GatewayConfig(ServiceConfig):
     ``JOB_WORKERS``, ``CALL_TIMEOUT_S`` (deadline of each call to segment/measure/classify: a hung service
     fails the job with DEADLINE_EXCEEDED instead of stalling it), ``JOB_RETENTION_DAYS`` /
     ``JOB_RETENTION_MAX_PER_TENANT`` (finished jobs older than that, or beyond the newest N of a tenant, are
-    deleted; 0 = keep)."""
+    deleted; 0 = keep), ``MAX_ACTIVE_JOBS_PER_TENANT`` (a tenant with this many jobs queued or running gets
+    RESOURCE_EXHAUSTED + retry hint for a new one; 0 = no limit)."""
 
     segment_addr: str = ""
     measure_addr: str = ""
     classify_addr: str = ""
     max_upload_mb: int = 2048
-    max_megapixels: float = 400.0
+    max_megapixels: float = 180.0  # measured to process end to end (docs/security.md, MAX_MEGAPIXELS)
     store_retry_s: float = 300.0
     resume_after_s: float = 60.0
     job_workers: int = 2
     call_timeout_s: float = 600.0
     retention_days: float = 0.0
     retention_max_jobs: int = 0
+    max_active_jobs_per_tenant: int = 0
 
     @classmethod
     def from_env(cls, **overrides):
@@ -59,13 +62,14 @@ class GatewayConfig(ServiceConfig):
         cfg.measure_addr = env_str("MEASURE_ADDR", required=True)
         cfg.classify_addr = env_str("CLASSIFY_ADDR", required=True)
         cfg.max_upload_mb = env_int("MAX_UPLOAD_MB", 2048, minimum=1)
-        cfg.max_megapixels = env_float("MAX_MEGAPIXELS", 400.0, minimum=0.01)
+        cfg.max_megapixels = env_float("MAX_MEGAPIXELS", 180.0, minimum=0.01)
         cfg.store_retry_s = env_float("STORE_RETRY_S", 300.0, minimum=0)
         cfg.resume_after_s = env_float("RESUME_AFTER_S", 60.0, minimum=1)
         cfg.job_workers = env_int("JOB_WORKERS", 2, minimum=1)
         cfg.call_timeout_s = env_float("CALL_TIMEOUT_S", 600.0, minimum=0.1)
         cfg.retention_days = env_float("JOB_RETENTION_DAYS", 0.0, minimum=0)
         cfg.retention_max_jobs = env_int("JOB_RETENTION_MAX_PER_TENANT", 0, minimum=0)
+        cfg.max_active_jobs_per_tenant = env_int("MAX_ACTIVE_JOBS_PER_TENANT", 0, minimum=0)
         for k, v in overrides.items():
             setattr(cfg, k, v)
         return cfg
@@ -104,7 +108,8 @@ def job_runner(store: ObjectStore, cfg: GatewayConfig) -> JobRunner:
                      transient=_unavailable, describe=lambda exc: _describe(exc, cfg.call_timeout_s),
                      missing=_not_found, workers=cfg.job_workers,
                      resume_after_s=cfg.resume_after_s, retry_s=cfg.store_retry_s,
-                     retention_days=cfg.retention_days, retention_max_jobs=cfg.retention_max_jobs)
+                     retention_days=cfg.retention_days, retention_max_jobs=cfg.retention_max_jobs,
+                     max_active_per_tenant=cfg.max_active_jobs_per_tenant)
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -128,6 +133,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise ObjectTooLarge(f"upload exceeds the limit of {self.cfg.max_upload_mb} MB (MAX_UPLOAD_MB)",
                                  field="data") from None
         name = os.path.basename(first.get("name") or "") or "image"
+        tenant = tenant_of(current_identity())
+        pin = upload_pin(self.store, tenant, info.key)  # a concurrent DeleteJob keeps these bytes (jobs.refs)
+        try:
+            return self._uploaded(info, dedup, name, first, tenant)
+        finally:
+            drop_upload(self.store, tenant, info.key, pin)
+
+    def _uploaded(self, info, dedup, name, first, tenant):
         try:
             if info.size == 0:
                 raise UserInputError("empty upload (0 bytes): send the image file's contents", field="data")
@@ -155,7 +168,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if not known:
             put_facts(self.store, info.key, facts, name)
         # dedup as this tenant sees it: only its own earlier upload counts (the shared blob tells it nothing)
-        dedup = record_upload(self.store, tenant_of(current_identity()), info.key, name) and dedup
+        dedup = record_upload(self.store, tenant, info.key, name) and dedup
         image = common_pb2.ImageInfo(ref=ref_pb(info, "application/octet-stream"), name=name, width=facts.width,
                                      height=facts.height, specimen_rows=facts.detected_rows, format=facts.format,
                                      calibration=calibration_pb(facts.calibration))

@@ -156,6 +156,7 @@ class GatewayClient:
         job = None
         job_id = ""
         give_up = time.monotonic() + self.busy_wait_s
+        told = False
         while True:
             received = False
             try:
@@ -173,10 +174,15 @@ class GatewayClient:
                     # the gateway went away mid-job (a replica replaced, a restart): the job lives in the store;
                     # follow it on through whichever replica answers next
                     return self.watch(job_id, progress=progress)
-                # a gateway at its stream cap refuses before creating the job: wait as it says and ask again
+                # a gateway at its stream cap, or the caller's tenant at its limit of queued/running jobs
+                # (MAX_ACTIVE_JOBS_PER_TENANT), refuses before creating the job: wait as it says and ask again
                 hint = _busy_hint(exc)
-                if received or hint is None or time.monotonic() > give_up:
+                if received or hint is None or time.monotonic() + hint > give_up:
                     raise
+                if progress and not told:  # say it once: the client waits, it is not hung
+                    progress(common_pb2.ProgressEvent(stage="waiting", message=(
+                        f"gateway busy ({exc.details()}); asking again for up to {self.busy_wait_s:.0f} s")))
+                    told = True
                 time.sleep(hint)
         if job is None:
             raise RuntimeError("the gateway ended the analysis stream without a job record")

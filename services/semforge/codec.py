@@ -2,6 +2,13 @@
 
 Label images: uint16 when the largest id fits, uint32 otherwise (zlib TIFF).
 Masks and overlays: PNG. Decoding accepts TIFF and anything Pillow reads.
+
+Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``: a warning over 89 MP, an error over 179 MP) is
+not a limit of this project: uploads are checked against ``MAX_MEGAPIXELS`` from their header before any
+decode (``semforge.analysis._probe``), and masks, overlays and label images are our own objects, written from
+images that passed that check. :func:`pil_open` therefore opens PNG and JPEG without Pillow's check, so that
+an image accepted at the configured limit can be reopened by every stage (#15: a 20000x20000 image was
+accepted and failed after 5 minutes when measure reopened its own mask).
 """
 
 from __future__ import annotations
@@ -12,7 +19,38 @@ import os
 import numpy as np
 
 __all__ = ["label_dtype", "as_label_image", "encode_png", "encode_tiff", "encode_labels", "decode_array",
-           "write_png", "write_labels"]
+           "write_png", "write_labels", "pil_open"]
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def pil_open(fp):
+    """``PIL.Image.open`` without Pillow's decompression-bomb check, for PNG and JPEG (other formats: plain
+    ``Image.open``, whose limit then stands).
+
+    For our own objects and for uploads already checked against ``MAX_MEGAPIXELS`` from their header; the
+    project's limit is the only one. Does not read the global ``Image.MAX_IMAGE_PIXELS`` (changing that would
+    change it for every thread of the process).
+
+    Parameters
+    ----------
+    fp : binary file object, positioned at the start of the image (kept open by the caller while the image
+        is used)
+    """
+    from PIL import Image
+
+    pos = fp.tell()
+    head = fp.read(8)
+    fp.seek(pos)
+    if head == _PNG_MAGIC:
+        from PIL import PngImagePlugin
+
+        return PngImagePlugin.PngImageFile(fp)
+    if head[:3] == b"\xff\xd8\xff":
+        from PIL import JpegImagePlugin
+
+        return JpegImagePlugin.jpeg_factory(fp)
+    return Image.open(fp)
 
 
 def label_dtype(max_id: int) -> type:
@@ -53,9 +91,7 @@ def decode_array(data: bytes) -> np.ndarray:
         import tifffile
 
         return tifffile.imread(io.BytesIO(data))
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
+    with pil_open(io.BytesIO(data)) as im:  # our own objects: no Pillow bomb limit (module docstring)
         return np.asarray(im)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .rpc import RunningServer, ServiceConfig, build_server, env_str
+from .rpc import RunningServer, ServiceConfig, build_server, env_float, env_int, env_str
 from .security import new_secret, set_process_service_token
 from .storage import ObjectStore, open_store
 
@@ -86,6 +86,8 @@ def start_embedded(*, store: str | ObjectStore | None = None, gateway_port: int 
                              measure_addr=emb.servers["measure"].address,
                              classify_addr=emb.servers["classify"].address,
                              store_retry_s=store_retry_s, resume_after_s=resume_after_s,
+                             max_megapixels=env_float("MAX_MEGAPIXELS", GatewayConfig.max_megapixels, minimum=0.01),
+                             max_active_jobs_per_tenant=env_int("MAX_ACTIVE_JOBS_PER_TENANT", 0, minimum=0),
                              auth=front.auth, tokens_file=front.tokens_file, service_token=service_token)
         add, emb.runner = gateway_reg(st, gcfg)
         emb.servers["gateway"] = build_server("gateway", add, gcfg, ready_check=lambda: gateway_ready(st, gcfg),

@@ -11,7 +11,7 @@ ValueError`` callers keep working.
 
 from __future__ import annotations
 
-__all__ = ["UserInputError", "InvalidOption", "ObjectTooLarge", "NotFound", "Cancelled"]
+__all__ = ["UserInputError", "InvalidOption", "ObjectTooLarge", "NotFound", "Cancelled", "Busy"]
 
 
 class UserInputError(ValueError):
@@ -43,3 +43,13 @@ class NotFound(UserInputError, KeyError):
 
 class Cancelled(Exception):
     """A job was cancelled (raised between stages by the job runner's cancel check)."""
+
+
+class Busy(Exception):
+    """Refused for load, not for what was asked: the same request succeeds later (``RESOURCE_EXHAUSTED`` with a
+    retry hint: trailer ``retry-after-ms`` and a ``google.rpc.RetryInfo``). E.g. a tenant at its limit of
+    queued/running jobs (``MAX_ACTIVE_JOBS_PER_TENANT``)."""
+
+    def __init__(self, message: str, *, retry_after_ms: int = 5000):
+        super().__init__(message)
+        self.retry_after_ms = int(retry_after_ms)

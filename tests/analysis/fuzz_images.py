@@ -16,7 +16,9 @@ inputs where the decoder produced more pixels than the probe announced
 (``probe_mismatch``: a probe that under-reports would let a bomb through) and,
 apart, harmless over-reports.
 
-Usage: python tests/analysis/fuzz_images.py --seconds 180 --json out/fuzz.json
+Usage: python tests/analysis/fuzz_images.py --seconds 180 --json out/fuzz.json [--seeds em]
+(``--seeds em``: the EM formats instead: DM3, DM4, TIA SER, Velox and Berkeley EMD, MRC; a hang of one
+input over 20 s counts as a crash)
 (run with a memory limit: the slow test sets RLIMIT_AS).
 """
 
@@ -78,6 +80,32 @@ def seeds() -> dict[str, bytes]:
     return out
 
 
+def em_seeds() -> dict[str, bytes]:
+    """The EM formats (``semforge.analysis._emfiles`` writers): DM3, DM4 (uint16 and float32), TIA SER,
+    Velox and Berkeley EMD (HDF5), MRC."""
+    import tempfile
+    from pathlib import Path
+
+    from semforge.analysis._emfiles import write_berkeley_emd, write_dm, write_mrc, write_ser, write_velox_emd
+    from semforge.training.synth import synthetic_sem
+
+    img, _ = synthetic_sem(seed=2, size=(64, 80), n_particles=3, radius_px=(6.0, 1.0), databar_rows=0)
+    img = np.asarray(img)
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d)
+        write_dm(p / "a.dm3", img.astype(np.uint16) * 100, 2.5, version=3)
+        write_dm(p / "b.dm4", img.astype(np.float32) / 255, 0.8, "nm", version=4)
+        write_dm(p / "c.dm3", img, 1.5, "um", version=3)
+        write_ser(p / "d.ser", img.astype(np.uint16), 2e-9)
+        write_velox_emd(p / "e.emd", img.astype(np.uint16), 1e-9)
+        write_berkeley_emd(p / "f.emd", img.astype(np.float32), 1.2)
+        write_mrc(p / "g.mrc", img.astype(np.float32), 3.0)
+        for f in sorted(p.iterdir()):
+            out[f.name] = f.read_bytes()
+    return out
+
+
 def mutations(st, seed_map):
     names = sorted(seed_map)
 
@@ -111,21 +139,47 @@ def mutations(st, seed_map):
     return mutated()
 
 
-def run(seconds: float, batch: int = 300) -> dict:
+class Hang(Exception):
+    """One input took longer than ``PER_INPUT_S`` (a decoder loop that does not end is a finding too)."""
+
+
+PER_INPUT_S = 20
+
+
+def _alarm(signum, frame):
+    raise Hang(f"no answer within {PER_INPUT_S} s")
+
+
+def run(seconds: float, batch: int = 300, seed_set: str = "images") -> dict:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
     from semforge.analysis import ImageDecodeError, detect_databar, load_image, to_gray_float
     from semforge.analysis._probe import ImageTooLarge, check_image_limits
 
-    seed_map = seeds()
+    import signal
+
+    seed_map = em_seeds() if seed_set == "em" else seeds()
+    signal.signal(signal.SIGALRM, _alarm)
     stats = collections.Counter()
     crashes: dict = {}
     mismatches: list = []
     plain_value_errors: dict = {}
+    bad_calibrations: dict = {}
+    decode_messages: collections.Counter = collections.Counter()
 
     def one(name, data):
+        signal.alarm(PER_INPUT_S)
+        try:
+            _one(name, data)
+        except Hang as exc:
+            _record(crashes, "hang", name, data, exc)
+        finally:
+            signal.alarm(0)
+
+    def _one(name, data):
         stats["inputs"] += 1
+        stats["inputs_" + name.rsplit(".", 1)[-1]] += 1
         try:
             h = check_image_limits(data, max_pixels=MAX_PIXELS, max_decoded_bytes=MAX_DECODED)
             stats["probe_ok"] += 1
@@ -135,6 +189,8 @@ def run(seconds: float, batch: int = 300) -> dict:
             if isinstance(exc, ImageTooLarge):
                 return  # the gateway stops here: never decoded
         except Exception as exc:  # noqa: BLE001 - a probe crash is a finding
+            if isinstance(exc, Hang):
+                raise
             _record(crashes, "probe", name, data, exc)
             return
         try:
@@ -142,13 +198,22 @@ def run(seconds: float, batch: int = 300) -> dict:
                 warnings.simplefilter("ignore")
                 img = load_image(data, name=name)
             stats["decoded"] += 1
+            stats["decoded_" + name.rsplit(".", 1)[-1]] += 1
             gray = to_gray_float(img.pixels)  # what the gateway's Upload does next (_image_info)
             detect_databar(img.pixels)
             if not np.isfinite(gray).all():
                 stats["non_finite_gray"] += 1
-        except ImageDecodeError:
+            ps = img.calibration.pixel_size_nm
+            if ps is not None and not (np.isfinite(ps) and ps > 0):  # inf/NaN/negative: garbage downstream
+                stats["bad_calibration"] += 1
+                bad_calibrations.setdefault(f"{name.rsplit('.', 1)[-1]}: {ps!r} ({img.calibration.source})", 0)
+                bad_calibrations[f"{name.rsplit('.', 1)[-1]}: {ps!r} ({img.calibration.source})"] += 1
+        except ImageDecodeError as exc:
             stats["decode_rejected"] += 1
+            decode_messages[str(exc).split(": ", 1)[-1][:70]] += 1  # what the user reads (kinds, for the record)
             return
+        except Hang:
+            raise
         except ValueError as exc:
             stats["plain_value_error"] += 1
             key = f"{type(exc).__name__}: {str(exc)[:80]}"
@@ -156,6 +221,8 @@ def run(seconds: float, batch: int = 300) -> dict:
             plain_value_errors[key] += 1
             return
         except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, Hang):
+                raise
             _record(crashes, "load_image", name, data, exc)
             return
         if h is not None and h.width and (img.pixels.shape[-1], img.pixels.shape[-2]) != (h.width, h.height):
@@ -182,6 +249,7 @@ def run(seconds: float, batch: int = 300) -> dict:
         one(name, data)
     return {"seconds": round(time.monotonic() - t0, 1), "batches": batches, "seeds": sorted(seed_map),
             "stats": dict(stats), "crashes": crashes, "plain_value_errors": plain_value_errors,
+            "bad_calibrations": bad_calibrations, "decode_messages": dict(decode_messages.most_common(25)),
             "probe_mismatches": mismatches}
 
 
@@ -199,8 +267,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=180)
     ap.add_argument("--json")
+    ap.add_argument("--seeds", choices=["images", "em"], default="images",
+                    help="images: TIFF/PNG/JPEG; em: DM3/DM4/SER/EMD/MRC")
     a = ap.parse_args()
-    rep = run(a.seconds)
+    rep = run(a.seconds, seed_set=a.seeds)
     text = json.dumps(rep, indent=1)
     if a.json:
         with open(a.json, "w") as fh:
@@ -208,7 +278,8 @@ def main() -> int:
     print(json.dumps({k: rep[k] for k in ("seconds", "stats")}, indent=1))
     for k, v in rep["crashes"].items():
         print(f"CRASH {k} x{v['count']}: {v['example']['message']} at {v['example']['at']}")
-    return 1 if rep["crashes"] or rep["probe_mismatches"] or rep["stats"].get("non_finite_gray") else 0
+    return 1 if (rep["crashes"] or rep["probe_mismatches"] or rep["stats"].get("non_finite_gray")
+                 or rep["stats"].get("bad_calibration")) else 0
 
 
 if __name__ == "__main__":

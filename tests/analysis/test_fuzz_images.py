@@ -16,14 +16,17 @@ HERE = Path(__file__).resolve().parent
 
 
 @pytest.mark.slow
-def test_fuzz_decoders_and_probe(tmp_path):
+@pytest.mark.parametrize("seed_set", ["images", "em"])
+def test_fuzz_decoders_and_probe(tmp_path, seed_set):
+    """``images``: TIFF/PNG/JPEG; ``em``: DM3, DM4, TIA SER, Velox and Berkeley EMD, MRC (#15)."""
     seconds = float(os.environ.get("SEMFORGE_FUZZ_SECONDS", "180"))
     out = tmp_path / "fuzz.json"
 
     def limit_memory():  # a decoder that allocates a bomb fails with MemoryError instead of taking the machine
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
-    r = subprocess.run([sys.executable, str(HERE / "fuzz_images.py"), "--seconds", str(seconds), "--json", str(out)],
+    r = subprocess.run([sys.executable, str(HERE / "fuzz_images.py"), "--seconds", str(seconds), "--json", str(out),
+                        "--seeds", seed_set],
                        capture_output=True, text=True, timeout=seconds + 300, preexec_fn=limit_memory)
     rep = json.loads(out.read_text())
     print(json.dumps(rep["stats"]))

@@ -340,8 +340,10 @@ def _load_ncempy(data: bytes, fmt: str) -> LoadedImage:
 def _load_pillow(data: bytes) -> LoadedImage:
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(io.BytesIO(data)) as im:
+    from ..codec import pil_open
+
+    try:  # PNG/JPEG without Pillow's bomb limit: MAX_MEGAPIXELS, checked from the header, is the limit (#15)
+        with pil_open(io.BytesIO(data)) as im:
             fmt = (im.format or "image").lower()
             im.load()
             if im.mode in ("RGB", "RGBA", "P", "LA", "CMYK"):
@@ -352,6 +354,8 @@ def _load_pillow(data: bytes) -> LoadedImage:
         raise ImageDecodeError("not a recognised image (expected TIFF, PNG, JPEG, DM3/DM4, EMD, SER or MRC)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"image could not be decoded ({exc}); is the file truncated?") from exc
+    except Image.DecompressionBombError as exc:  # a format other than PNG/JPEG/TIFF over Pillow's own limit
+        raise ImageDecodeError(f"image too large for its decoder ({exc}); convert it to TIFF") from exc
     return LoadedImage(pixels, Calibration(None, "none"), fmt, {})
 
 

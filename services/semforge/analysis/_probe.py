@@ -3,7 +3,7 @@
 A 30000x30000 TIFF is a few kilobytes of header; decoding it first (as
 ``load_image`` does) allocates the full array, 860 MB and more, before any
 limit can be applied. :func:`probe_image` reads only the header (TIFF/BigTIFF
-IFD 0, PNG IHDR, JPEG SOFn, the DM3/DM4 magic) and :func:`check_image_limits`
+IFD 0, PNG IHDR, JPEG SOFn, the DM3/DM4 magic, the HDF5 metadata of an EMD) and :func:`check_image_limits`
 refuses what is too large, without allocating anything image-sized.
 
 Where to call it: in the gateway's ``Upload`` right after the bytes are
@@ -11,8 +11,9 @@ stored and before ``load_image`` (``_image_info``): open the object, probe,
 and on :class:`ImageTooLarge` delete the object (a rejected upload is never
 kept) and answer RESOURCE_EXHAUSTED with the message; on
 :class:`~semforge.analysis.ImageDecodeError` delete it and answer
-INVALID_ARGUMENT. The limit should not exceed what every stage can reopen
-(Pillow refuses images over 2 x ``Image.MAX_IMAGE_PIXELS`` = 179 MP).
+INVALID_ARGUMENT. This limit is the only pixel limit: our own masks and overlays,
+and uploads that passed it, are opened without Pillow's decompression-bomb check
+(``semforge.codec.pil_open``), so anything accepted can be reopened by every stage.
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ class ImageHeader:
     Attributes
     ----------
     format : str
-        ``tiff``, ``bigtiff``, ``png``, ``jpeg``, ``dm3`` or ``dm4``.
+        ``tiff``, ``bigtiff``, ``png``, ``jpeg``, ``dm3``, ``dm4`` or ``emd`` (HDF5).
     width, height : int
         Pixels; 0 when the header does not say (DM3/DM4: their data are not
         compressed, so the byte limit bounds the pixels).
+    frames : int
+        Frames the decoder reads whole (an EMD stack), 1 otherwise; counted in :attr:`pixels`.
     samples : int
         Samples per pixel (1 gray, 3 RGB, ...).
     bits : int
@@ -72,10 +75,12 @@ class ImageHeader:
     samples: int = 1
     bits: int = 8
     file_bytes: int = 0
+    frames: int = 1
 
     @property
     def pixels(self) -> int:
-        return self.width * self.height
+        """Pixels the decoder allocates (every frame of a stack)."""
+        return self.width * self.height * self.frames
 
     @property
     def decoded_bytes(self) -> int:
@@ -182,6 +187,55 @@ def _jpeg(fh: BinaryIO, size: int) -> ImageHeader:
     raise ImageDecodeError(f"JPEG with more than {_MAX_JPEG_SEGMENTS} segments before its frame header")
 
 
+_MAX_HDF5_OBJECTS = 10_000
+
+
+def _hdf5(fh: BinaryIO, size: int) -> ImageHeader:
+    """EMD (HDF5: Velox, Berkeley): the largest dataset's shape and type from the file's metadata, nothing of
+    its data read. HDF5 datasets may be compressed (a few kB can decode to gigabytes), so the byte size does not
+    bound them as it does DM3/DM4, SER and MRC."""
+    import h5py
+
+    best: list = []
+    seen = [0]
+
+    def visit(name, obj):
+        seen[0] += 1
+        if seen[0] > _MAX_HDF5_OBJECTS:
+            raise ImageDecodeError(f"HDF5 file with more than {_MAX_HDF5_OBJECTS} objects")
+        if isinstance(obj, h5py.Dataset) and obj.shape and len(obj.shape) >= 2:
+            n = 1
+            for d in obj.shape:
+                n *= int(d)
+            if not best or n > best[0]:
+                best[:] = [n, name, tuple(int(d) for d in obj.shape), obj.dtype.itemsize]
+
+    fh.seek(0)
+    try:
+        with h5py.File(fh, "r") as f:
+            f.visititems(visit)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError, RuntimeError, ... on bad files
+        raise ImageDecodeError(f"HDF5/EMD file could not be read ({type(exc).__name__}: {exc})") from None
+    if not best:
+        raise ImageDecodeError("HDF5/EMD file without an image dataset")
+    _, name, shape, itemsize = best
+    if isinstance(name, bytes):  # a damaged name table (found by the fuzz run)
+        name = name.decode("utf-8", "replace")
+    if "Data/Image" in str(name) and len(shape) >= 3:  # Velox: (height, width, frames)
+        h, w, frames = shape[0], shape[1], 1
+        for d in shape[2:]:
+            frames *= d
+    else:  # Berkeley EMD and others: (..., height, width)
+        h, w, frames = shape[-2], shape[-1], 1
+        for d in shape[:-2]:
+            frames *= d
+    if w <= 0 or h <= 0:
+        raise ImageDecodeError(f"EMD dataset of shape {shape}")
+    return ImageHeader("emd", w, h, 1, 8 * itemsize, size, max(1, frames))
+
+
 def probe_image(source) -> ImageHeader:
     """Read an image's dimensions from its header only.
 
@@ -224,7 +278,9 @@ def probe_image(source) -> ImageHeader:
             return _jpeg(fh, size)
         if head[:4] in (b"\x00\x00\x00\x03", b"\x00\x00\x00\x04"):
             return ImageHeader(f"dm{head[3]}", 0, 0, 1, 8, size)
-        raise ImageDecodeError("not a TIFF, PNG, JPEG or DM3/DM4 file (unknown header)")
+        if head == b"\x89HDF\r\n\x1a\n":
+            return _hdf5(fh, size)
+        raise ImageDecodeError("not a TIFF, PNG, JPEG, DM3/DM4 or EMD file (unknown header)")
     except struct.error as exc:
         raise ImageDecodeError(f"header truncated: {exc}") from None
     finally:
@@ -257,7 +313,8 @@ def check_image_limits(source, *, max_pixels: float | None = None, max_bytes: in
     if max_bytes is not None and h.file_bytes > max_bytes:
         raise ImageTooLarge(f"file of {h.file_bytes} bytes exceeds the limit of {max_bytes} bytes", h, "bytes")
     if max_pixels is not None and h.pixels > max_pixels:
-        raise ImageTooLarge(f"{h.width}x{h.height} px ({h.pixels / 1e6:.1f} MP) exceeds the limit of "
+        frames = f" x {h.frames} frames" if h.frames > 1 else ""
+        raise ImageTooLarge(f"{h.width}x{h.height} px{frames} ({h.pixels / 1e6:.1f} MP) exceeds the limit of "
                             f"{max_pixels / 1e6:g} MP", h, "pixels")
     if max_decoded_bytes is not None and h.decoded_bytes > max_decoded_bytes:
         raise ImageTooLarge(f"{h.width}x{h.height} px x {h.samples} x {h.bits} bit decodes to "

@@ -438,7 +438,9 @@ def _thumb_tag(path: Path, max_px: int = THUMB_PX) -> str:
 
     from PIL import Image
 
-    with Image.open(path) as im:
+    from ..codec import pil_open
+
+    with open(path, "rb") as fh, pil_open(fh) as im:  # our own overlay: no Pillow bomb limit (#15)
         im = im.convert("RGB")
         im.thumbnail((max_px, max_px), Image.LANCZOS)
         buf = io.BytesIO()

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 the analysis or job failed, or an internal error (a
 bug: the message says how to report it); 2 bad input or usage (typed user
-errors only); 3 a server could not be reached. Errors are one line on stderr,
+errors only; also NOT_FOUND, and UNAUTHENTICATED/PERMISSION_DENIED with how to
+get and pass a token); 3 a server could not be reached (or stayed busy). Errors are one line on stderr,
 never a traceback (set ``SEMFORGE_DEBUG=1`` for one).
 """
 
@@ -37,6 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_PASS_TOKEN = ("pass it with SEMFORGE_TOKEN=<token>, SEMFORGE_TOKEN_FILE=<file> or the file "
+               "~/.config/semforge/token ($SEMFORGE_HOME/token)")
+
+
+def _token_hint(denied: bool) -> str:
+    if denied:
+        return f"your token may not do this: ask your facility admin for one that may, and {_PASS_TOKEN}"
+    return ("the server needs a valid token: ask your facility admin for one (`semforge admin token issue "
+            f"--user YOU --tenant GROUP`), then {_PASS_TOKEN}")
+
+
 def exit_code(exc: BaseException) -> tuple[int, str]:
     """(exit code, one-line message) of an exception escaping a command."""
     import grpc
@@ -49,6 +61,8 @@ def exit_code(exc: BaseException) -> tuple[int, str]:
         return exc.code, str(exc)
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
         code = exc.code()
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return 2, f"{code.name}: {exc.details()}; {_token_hint(code == grpc.StatusCode.PERMISSION_DENIED)}"
         rc = 3 if code == grpc.StatusCode.UNAVAILABLE else 2 if code in (
             grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED) else 1
         return rc, f"{code.name}: {exc.details()}"

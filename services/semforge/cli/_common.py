@@ -115,11 +115,12 @@ class RemoteAnalysis:
     sample: str
     wait_s: float
     quiet: bool
+    busy_wait_s: float = 300.0  # how long to keep asking a busy gateway (RESOURCE_EXHAUSTED + retry hint)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, server: str | None = None) -> "RemoteAnalysis":
         return cls(server or args.server, list(args.images), args.out, analysis_options(args), args.sample,
-                   args.wait, args.quiet)
+                   args.wait, args.quiet, getattr(args, "busy_wait", 300.0))
 
 
 def _warnings_only(ev) -> None:
@@ -132,7 +133,9 @@ def analyze_remote(a: RemoteAnalysis) -> int:
     """Upload, analyse and fetch through a gateway (the work is the client library's)."""
     from pathlib import Path
 
-    from ..client import GatewayClient, JobFailed, ProgressBar, StreamLost
+    import grpc
+
+    from ..client import GatewayClient, JobFailed, ProgressBar, StreamLost, _busy_hint
 
     def uploaded(path, r):
         if a.quiet:
@@ -142,7 +145,7 @@ def analyze_remote(a: RemoteAnalysis) -> int:
         sys.stderr.write(f"uploaded {path} -> {r.image.ref.key[:22]}... {'(already stored) ' if r.deduplicated else ''}"
                          f"{r.image.width}x{r.image.height}, {size}\n")
 
-    with GatewayClient(a.server) as c:
+    with GatewayClient(a.server, busy_wait_s=a.busy_wait_s) as c:
         try:
             job = c.analyze_files(a.images, a.out, a.options, sample=a.sample, wait_s=a.wait_s,
                                   progress=_warnings_only if a.quiet else ProgressBar(), on_upload=uploaded)
@@ -152,5 +155,12 @@ def analyze_remote(a: RemoteAnalysis) -> int:
             raise CliError(str(exc), 1) from None
         except StreamLost as exc:  # the job goes on in the server: say which one, to follow it (#15)
             raise CliError(str(exc), 3) from None
+        except grpc.RpcError as exc:
+            if _busy_hint(exc) is None:
+                raise
+            # still refused for load after the whole wait (#15): nothing was created; a later run will pass
+            raise CliError(f"the gateway is still busy after {a.busy_wait_s:g} s of asking again "
+                           f"(RESOURCE_EXHAUSTED: {exc.details()}); nothing was submitted: run the same command "
+                           "later, or with a longer --busy-wait", 3) from None
     print(f"report: {Path(a.out) / 'report.html'} (job {job.job_id})")
     return 0

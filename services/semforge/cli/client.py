@@ -18,6 +18,9 @@ def register(sub) -> None:
     ca.add_argument("--sample", default="sample")
     ca.add_argument("--wait", type=float, default=30.0)
     ca.add_argument("--quiet", action="store_true")
+    ca.add_argument("--busy-wait", type=float, default=300.0, metavar="SECONDS",
+                    help="how long to keep asking a busy gateway (your group at its job limit, or too many "
+                         "streams) before giving up (default 300)")
     cu = csub.add_parser("upload", help="upload images (content addressed)")
     cu.add_argument("images", nargs="+", metavar="IMAGE")
     cj = csub.add_parser("jobs", help="list your jobs (a facility admin: everybody's), newest first")

@@ -11,6 +11,8 @@
                         is one ``list_after`` (its cost does not grow with the number of stored jobs). Written
                         before the record, removed after it; entries without a record are skipped.
 ``active/<id>``         the job is not finished (the resume scan reads only these).
+``busy/<tenant>/<id>``  the same, per tenant: admission control counts a tenant's queued/running jobs with one
+                        bounded listing (``MAX_ACTIVE_JOBS_PER_TENANT``).
 ``released/<id>``       a replica that stopped (SIGTERM) gave the job up: resumable at once.
 """
 
@@ -117,12 +119,35 @@ class JobStore:
         for k in self.index_keys(job):
             self.store.put_bytes(k, b"")
         self.store.put_bytes(f"active/{validate_key(job.job_id)}", b"")
+        self.store.put_bytes(self._busy_key(job.tenant, job.job_id), b"")
         self.save(job)
 
-    def finished(self, job_id: str) -> None:
-        """The job reached a final state: off the resume scan."""
+    @staticmethod
+    def _busy_key(tenant: str, job_id: str) -> str:
+        return f"busy/{tenant_segment(tenant)}/{job_id}"
+
+    def finished(self, job_id: str, tenant: str | None = None) -> None:
+        """The job reached a final state: off the resume scan (and, ``tenant`` given, off its tenant's count)."""
         self.store.delete(f"active/{job_id}")
         self.store.delete(f"released/{job_id}")
+        if tenant is not None:
+            self.store.delete(self._busy_key(tenant, job_id))
+
+    def active_count(self, tenant: str, limit: int) -> int:
+        """The tenant's unfinished jobs, counted up to ``limit`` (one listing of at most ``limit`` keys). At the
+        limit, entries whose job is no longer active (a replica died between the final save and the clean-up)
+        are dropped and not counted."""
+        prefix = f"busy/{tenant_segment(tenant)}/"
+        keys = self.store.list_after(prefix, "", limit)
+        if len(keys) < limit:
+            return len(keys)
+        n = 0
+        for k in keys:
+            if self.store.exists(f"active/{k[len(prefix):]}"):
+                n += 1
+            else:
+                self.store.delete(k)
+        return n
 
     def active_ids(self) -> list[str]:
         return [k.split("/", 1)[1] for k in self.store.list_after("active/")]
@@ -198,6 +223,11 @@ class JobStore:
         return self._remove(job)
 
     def _remove(self, job) -> int:
+        """The job's own objects, then the blobs only it used (``refs``: uploads of its tenant no other job of
+        the tenant uses, masks, label images, tables); returns the number of objects removed."""
+        from . import refs
+
+        blobs = refs.job_blob_keys(self.store, job)
         d = self._dir(job.job_id)
         keys = [k for k in self.store.list(d + "/") if k != f"{d}/job.json"]
         for k in keys:
@@ -205,8 +235,8 @@ class JobStore:
         self.store.delete(f"{d}/job.json")
         for k in self.index_keys(job):
             self.store.delete(k)
-        self.finished(job.job_id)
-        return len(keys) + 1
+        self.finished(job.job_id, job.tenant)
+        return len(keys) + 1 + refs.release_job_blobs(self.store, job, blobs)
 
     def apply_retention(self, *, max_age_days: float = 0.0, max_per_tenant: int = 0) -> list[str]:
         """Delete finished jobs older than ``max_age_days`` and beyond the newest ``max_per_tenant`` of each

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..analysis import Calibration, ImageDecodeError
-from ..errors import Cancelled, UserInputError
+from ..errors import Busy, Cancelled, UserInputError
 from ..pipeline import AnalysisOptions, ImageOutcome, Measured, Prepared, Stages, analyze_image, unique_names
 from ..storage import ObjectNotFound, ObjectStore, StorageUnavailable, key_segment, validate_key
+from . import refs
 from .events import EventHub
 from .records import CANCEL_MESSAGE, TERMINAL, JobStore, age_s, now
 from .tenancy import no_object, owner_of, owns_upload, sees_all, tenant_of, upload_name
@@ -100,6 +101,10 @@ class JobRunner:
     missing : callable
         ``missing(exc)`` -> True when a stage failed because an object it reads is not (or no longer) stored;
         if the image itself is still stored, the image is redone (an intermediate result was lost).
+    max_active_per_tenant : int
+        Admission control (``MAX_ACTIVE_JOBS_PER_TENANT``): a tenant with this many jobs queued or running gets
+        :class:`~semforge.errors.Busy` (RESOURCE_EXHAUSTED, retry after ``busy_retry_s``) for a new one; other
+        tenants are still admitted. 0 = no limit.
     """
 
     def __init__(self, store: ObjectStore, stages_for: Callable[[Any], Stages], *,
@@ -108,7 +113,8 @@ class JobRunner:
                  describe: Callable[[BaseException], str | None] = lambda exc: None,
                  workers: int = 2, resume_after_s: float = 60.0, retry_s: float = 300.0,
                  retention_days: float = 0.0, retention_max_jobs: int = 0, retention_every_s: float = 600.0,
-                 missing: Callable[[BaseException], bool] = lambda exc: False):
+                 missing: Callable[[BaseException], bool] = lambda exc: False,
+                 max_active_per_tenant: int = 0, busy_retry_s: float = 5.0):
         self.store = store
         self.jobs = JobStore(store)
         self.events = EventHub(self.jobs)
@@ -117,11 +123,14 @@ class JobRunner:
         self.n_workers, self.resume_after_s, self.retry_s = workers, resume_after_s, retry_s
         self.retention_days, self.retention_max_jobs = retention_days, retention_max_jobs
         self.retention_every_s = retention_every_s
+        self.max_active_per_tenant, self.busy_retry_s = max_active_per_tenant, busy_retry_s
+        self._admit = threading.Lock()  # count + create, atomic on this replica
         self.replica = uuid.uuid4().hex[:8]
         self._queue = FairQueue()
         self._indexed = False
         self._leases: dict[str, set] = {}  # job id -> resume leases when this replica started running it
         self._mine: set[str] = set()  # queued or running here (kept alive by the heartbeat)
+        self._produced: dict[str, set] = {}  # job id -> blob keys its stages returned (recorded at its end)
         self._cancelled_here: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -133,6 +142,7 @@ class JobRunner:
             return self
         try:
             self.jobs.ensure_index()
+            refs.ensure_refs(self.store)
             self._indexed = True
         except Exception:  # noqa: BLE001 - the store may be down now; the resume scan indexes them
             log.exception("indexing older job records failed")
@@ -186,12 +196,25 @@ class JobRunner:
         self.options_of(options)  # validates modality, separation, pixel size, data bar
         if names and len(names) != len(images):
             raise UserInputError(f"{len(names)} names for {len(images)} images", field="names")
+        job_id = uuid.uuid4().hex
+        pinned: list[str] = []
+        try:
+            return self._create(job_id, pinned, images, names, options, sample, identity, tenant)
+        except BaseException:  # refused: the reference records this request wrote go too
+            for key in pinned:
+                refs.remove(self.store, key, tenant, job_id)
+            raise
+
+    def _create(self, job_id, pinned, images, names, options, sample, identity, tenant):
         chosen = []
         for i, ref in enumerate(images):
             if not ref.key:
                 raise UserInputError(f"image {i}: empty object reference", field=f"images[{i}].key")
             validate_key(ref.key)
-            if not owns_upload(self.store, identity, ref.key) or not self.store.exists(ref.key):
+            if not owns_upload(self.store, identity, ref.key):
+                raise ObjectNotFound(f"image {i}: {no_object(ref.key)}")
+            pinned.append(ref.key)  # the reference first, then the check: a concurrent DeleteJob keeps the blob
+            if not refs.add(self.store, ref.key, tenant, job_id):
                 raise ObjectNotFound(f"image {i}: {no_object(ref.key)}")
             given = names[i] if names else ""
             name = (given or upload_name(self.store, tenant, ref.key)
@@ -206,16 +229,32 @@ class JobRunner:
             chosen.append(name)
         unique_names(chosen)
         pb = _pb()
-        job = pb.Job(job_id=uuid.uuid4().hex, state=pb.JOB_STATE_QUEUED, created_at=now(),
+        job = pb.Job(job_id=job_id, state=pb.JOB_STATE_QUEUED, created_at=now(),
                      images_total=len(images), sample=sample or "sample", tenant=tenant, owner=owner_of(identity))
         job.inputs.extend(images)
         job.input_names.extend(chosen)
         job.options.CopyFrom(options)
-        self.jobs.create(job)
+        with self._admit:
+            self._admission(tenant)
+            self.jobs.create(job)
+        pinned.clear()  # the job holds them now
         self.events.open(job.job_id)
         self.events.emit(job, -1, "", "queued", 0.0, "queued")
         self._enqueue(job.job_id, tenant)
         return job
+
+    def _admission(self, tenant: str) -> None:
+        """Refuse a new job of a tenant already at its limit of queued/running jobs. Exact on one replica (the
+        caller holds ``_admit``); with several replicas, submissions racing on different replicas can each be
+        admitted at the limit (over by at most one per replica), never refused below it."""
+        limit = self.max_active_per_tenant
+        if limit <= 0:
+            return
+        n = self.jobs.active_count(tenant, limit)
+        if n >= limit:
+            raise Busy(f"tenant {tenant!r} already has {n} jobs queued or running, its limit "
+                       f"(MAX_ACTIVE_JOBS_PER_TENANT={limit}); retry in {self.busy_retry_s:g} s, when one has "
+                       "finished", retry_after_ms=int(self.busy_retry_s * 1000))
 
     def get(self, job_id: str, identity=None):
         return self.jobs.get(job_id, identity)
@@ -254,6 +293,7 @@ class JobRunner:
                     self._mine.discard(job_id)
                     self._cancelled_here.discard(job_id)
                     self._leases.pop(job_id, None)
+                    self._produced.pop(job_id, None)
                 self.events.close(job_id)
 
     def _heartbeat(self) -> None:
@@ -303,6 +343,7 @@ class JobRunner:
         replica took. Reads only the ``active/`` and ``released/`` markers, never the whole job history."""
         if not self._indexed:
             self.jobs.ensure_index()  # records older than the index (once per store)
+            refs.ensure_refs(self.store)
             self._indexed = True
         taken = []
         released = set(self.jobs.released_ids())
@@ -315,7 +356,7 @@ class JobRunner:
             except (ObjectNotFound, UserInputError):
                 continue
             if job.state in TERMINAL:
-                self.jobs.finished(job_id)
+                self.jobs.finished(job_id, job.tenant)
                 continue
             if job_id not in released and age_s(self.jobs.last_alive(job)) < self.resume_after_s:
                 continue
@@ -387,7 +428,7 @@ class JobRunner:
         pb = _pb()
         job = self._retry(None, "read job", lambda: self.jobs.load(job_id, raw=True))
         if job.state in TERMINAL:
-            self.jobs.finished(job_id)
+            self.jobs.finished(job_id, job.tenant)
             return
         leases = self._retry(None, "read leases", lambda: self.jobs.leases(job_id))
         with self._lock:
@@ -415,8 +456,15 @@ class JobRunner:
             job.state = pb.JOB_STATE_FAILED
             job.message = described or f"internal error: {type(exc).__name__}"
         try:
+            with self._lock:
+                produced = self._produced.pop(job.job_id, set())
+            # before the final state: once it is saved the job can be deleted, and deleting frees these
+            self._retry(None, "record blobs", lambda: refs.record_job_blobs(self.store, job, produced))
+        except Exception:  # noqa: BLE001 - a leak at worst, never a failed job
+            log.exception("could not record the blobs of job %s", job.job_id)
+        try:
             self._retry(None, "save job", lambda: self.jobs.save(job))
-            self.jobs.finished(job.job_id)
+            self.jobs.finished(job.job_id, job.tenant)
         except Exception:  # noqa: BLE001
             log.exception("could not save the final state of job %s", job.job_id)
         self.events.emit(job, len(job.inputs) - 1, "", "done", 1.0, job.message)
@@ -447,6 +495,8 @@ class JobRunner:
     def _execute(self, job) -> None:
         options = self.options_of(job.options)
         stages = self.stages_for(job)
+        with self._lock:
+            produced = self._produced.setdefault(job.job_id, set())
         n = len(job.inputs)
         span = 0.95 / max(n, 1)  # per-image share of the progress (the report takes the last 5 %)
 
@@ -455,7 +505,9 @@ class JobRunner:
                 frac = i * span + _PER_IMAGE.index(stage) * span / len(_PER_IMAGE)
                 self._check(job)
                 self.events.emit(job, i, name, stage, frac, _MESSAGES[stage])
-                return self._retry(job, stage, call, frac)
+                out = self._retry(job, stage, call, frac)
+                produced.update(_blob_keys(out))  # masks, tables, label images: freed with the job
+                return out
 
             for attempt in range(3):
                 try:
@@ -521,6 +573,16 @@ class JobRunner:
                 redo_lost(self._verified)  # read back and check every result (a corrupt one is removed)
         for k, v in outputs.items():
             job.outputs[k].CopyFrom(v)
+
+
+def _blob_keys(out) -> list[str]:
+    """The object keys a stage returned (an ObjectRef, or the refs of a Measured)."""
+    keys = []
+    for x in (out, getattr(out, "table", None), getattr(out, "labels", None)):
+        k = getattr(x, "key", None)
+        if isinstance(k, str) and k:
+            keys.append(k)
+    return keys
 
 
 _MESSAGES = {"load": "reading calibration and data bar", "segment": "segmenting",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 
 from ..errors import NotFound
 from ..security._policy import DEFAULT_TENANT, can_access, owner_tenant
@@ -68,14 +69,16 @@ def record_upload(store: ObjectStore, tenant: str, blob_key: str, name: str) -> 
     k = _owner_key(tenant, blob_key)
     if k is None:
         return False
+    from .refs import OWNER, _ref, blob_hex
+
+    store.put_bytes(_ref(blob_hex(blob_key) or "", tenant, OWNER), b"")  # the upload keeps the blob (refs)
     try:
-        doc = json.loads(store.get_bytes(k))
-        if doc.get("name") == name:
-            return True
+        json.loads(store.get_bytes(k))
         had = True
     except (ObjectNotFound, ValueError):
         had = False
-    store.put_bytes(k, json.dumps({"name": name}).encode())
+    # "uploaded": a job deleted later frees this record only if it was created after the last upload (refs)
+    store.put_bytes(k, json.dumps({"name": name, "uploaded": time.time()}).encode())
     return had
 
 
@@ -84,6 +87,17 @@ def owns_upload(store: ObjectStore, identity, blob_key: str) -> bool:
         return True
     k = _owner_key(tenant_of(identity), blob_key)
     return k is not None and store.exists(k)
+
+
+def uploaded_at(store: ObjectStore, tenant: str, blob_key: str) -> float | None:
+    """When ``tenant`` last uploaded the blob (epoch s; 0 for records older than this field; None: never)."""
+    k = _owner_key(tenant, blob_key)
+    if k is None:
+        return None
+    try:
+        return float(json.loads(store.get_bytes(k)).get("uploaded") or 0.0)
+    except (ObjectNotFound, ValueError, TypeError, AttributeError):
+        return None
 
 
 def upload_name(store: ObjectStore, tenant: str, blob_key: str) -> str:

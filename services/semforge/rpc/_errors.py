@@ -20,7 +20,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ..analysis import ImageDecodeError
-from ..errors import NotFound, ObjectTooLarge, UserInputError
+from ..errors import Busy, NotFound, ObjectTooLarge, UserInputError
 from ..storage import InvalidKey, ObjectNotFound, StorageFull, StorageUnavailable
 
 __all__ = ["RpcAbort", "abort", "status_for", "map_exceptions", "error_detail_from", "bad_request_from"]
@@ -44,7 +44,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
     """(status code, message, field) of an exception: the one mapping of library errors to gRPC."""
     if isinstance(exc, RpcAbort):
         return exc.code, exc.message, exc.field
-    if isinstance(exc, StorageFull):
+    if isinstance(exc, (StorageFull, Busy)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}", ""
     if isinstance(exc, StorageUnavailable):
         return grpc.StatusCode.UNAVAILABLE, f"{exc}; retry when the object store is back", ""
@@ -120,6 +120,10 @@ def _status_of(exc: BaseException) -> grpc.Status:
         from ._limits import refusal_status
 
         return refusal_status(status_for(exc)[1], STORAGE_FULL_RETRY_MS)
+    if isinstance(exc, Busy):  # load, e.g. a tenant at MAX_ACTIVE_JOBS_PER_TENANT: the same hint as the stream cap
+        from ._limits import refusal_status
+
+        return refusal_status(str(exc), exc.retry_after_ms)
     return rich_status(*status_for(exc))
 
 
