@@ -159,3 +159,15 @@ def test_band_zero_and_empty_labels_are_identity():
 def test_bad_input_is_a_clear_error(kw, msg):
     with pytest.raises(ValueError, match=msg):
         refine_boundaries(dark=True, **kw)
+
+
+def test_a_particle_with_no_free_ring_keeps_its_outline():
+    yy, xx = np.mgrid[:60, :60]
+    r = np.hypot(yy - 30, xx - 30)
+    lab = np.where(r <= 8, 2, np.where(r <= 20, 1, 0)).astype(np.int32)  # 2 is enclosed by 1: no background ring
+    g = np.where(r <= 6, 0.1, np.where(r <= 22, 0.5, 0.9))  # 2 is drawn too large; 1 too small
+    thr = particle_thresholds(lab, g, band_px=2)
+    assert np.isnan(thr[2]) and np.isfinite(thr[1])
+    out = refine_boundaries(lab, g, dark=True, band_px=2)
+    assert np.array_equal(out == 2, lab == 2)
+    assert (out == 1).sum() > (lab == 1).sum()  # 1 grew out to its edge at r = 22

@@ -68,20 +68,27 @@ def _cores(lab: np.ndarray, band_px: int) -> np.ndarray:
     edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
     edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
     inside = (lab > 0) & ~edge
-    # distance (px) of each particle pixel to the nearest edge pixel of its own outline (+1: edge pixels are 1)
-    depth = np.where(lab > 0, ndi.distance_transform_edt(inside) + 1.0, 0.0)
-    core = depth > band_px
+    # depth = 1 + Euclidean distance to the nearest pixel outside ``inside``; depth > band_px <=> every
+    # pixel within band_px - 1 is inside, i.e. the erosion by that disk (no whole-image distance transform)
+    if band_px <= 1:
+        core = inside.copy() if band_px == 1 else lab > 0
+    else:
+        r = band_px - 1
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        core = ndi.binary_erosion(inside, structure=np.hypot(yy, xx) <= r, border_value=1)
     n = int(lab.max(initial=0))
     if n:
         has_core = np.zeros(n + 1, bool)
-        has_core[np.unique(lab[core])] = True
-        thin = np.flatnonzero(~has_core[1:]) + 1
-        thin = thin[np.bincount(lab.ravel(), minlength=n + 1)[thin] > 0]
-        if len(thin):
-            deepest = np.zeros(n + 1)
-            deepest[thin] = ndi.maximum(depth, lab, thin)
-            sel = np.isin(lab, thin)
-            core |= sel & (depth >= deepest[lab] - 1e-9)
+        has_core[lab[core]] = True
+        present = np.bincount(lab.ravel(), minlength=n + 1) > 0
+        thin = np.flatnonzero(~has_core & present)
+        thin = thin[thin > 0]
+        objs = ndi.find_objects(lab, max_label=n)
+        for k in thin:  # the deepest pixels of each instance thinner than the band
+            sl = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in objs[k - 1])
+            own = lab[sl] == k
+            depth = np.where(own, ndi.distance_transform_edt(inside[sl] & own), 0.0)
+            core[sl] |= own & (depth >= depth[own].max() - 1e-9)
     return core
 
 
@@ -93,23 +100,41 @@ def particle_thresholds(labels: np.ndarray, gray: np.ndarray, *, band_px: int = 
     have the same gray); such particles are left as they are by :func:`refine_boundaries`.
     """
     lab, g = _check(labels, gray, band_px, method, level)
-    return _thresholds(lab, g, int(band_px), int(ring_px), method, level)
+    return _thresholds(lab, g, *_layout(lab, int(band_px)), int(band_px), int(ring_px), method, level)
 
 
-def _thresholds(lab: np.ndarray, g: np.ndarray, band_px: int, ring_px: int, method: str, level: float) -> np.ndarray:
+def _layout(lab: np.ndarray, band_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cores, and for every pixel the distance (px) to the nearest instance pixel and that instance's id."""
+    core = _cores(lab, band_px)
+    dist, (ri, ci) = ndi.distance_transform_edt(lab == 0, return_indices=True)
+    return core, dist, lab[ri, ci]
+
+
+def _label_medians(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Median of ``values`` per label 1..n (NaN for a label with no pixel); one sort of the labelled pixels."""
+    sel = labels > 0
+    lab, val = labels[sel], values[sel]
+    order = np.lexsort((val, lab))
+    lab, val = lab[order], val[order]
+    counts = np.bincount(lab, minlength=n + 1)[1:]
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out = np.full(n, np.nan)
+    has = counts > 0
+    lo = start[has] + (counts[has] - 1) // 2
+    hi = start[has] + counts[has] // 2
+    out[has] = 0.5 * (val[lo] + val[hi])
+    return out
+
+
+def _thresholds(lab: np.ndarray, g: np.ndarray, core: np.ndarray, dist: np.ndarray, near: np.ndarray,
+                band_px: int, ring_px: int, method: str, level: float) -> np.ndarray:
     n = int(lab.max(initial=0))
     thr = np.full(n + 1, np.nan)
     if n == 0:
         return thr
-    idx = np.arange(1, n + 1)
-    core = _cores(lab, band_px)
-    # nearest instance of every pixel (background pixels: by Euclidean distance) and the distance to it
-    dist, (ri, ci) = ndi.distance_transform_edt(lab == 0, return_indices=True)
-    near = lab[ri, ci]
     ring = np.where((lab == 0) & (dist > band_px) & (dist <= band_px + ring_px), near, 0)
-    with np.errstate(invalid="ignore"):
-        inner = np.asarray(ndi.median(g, np.where(core, lab, 0), idx), float)
-        outer = np.asarray(ndi.median(g, ring, idx), float) if ring.any() else np.full(n, np.nan)
+    inner = _label_medians(g, np.where(core, lab, 0), n)
+    outer = _label_medians(g, ring, n)
     if method == "mid":
         t = outer + level * (inner - outer)
     else:
@@ -191,13 +216,11 @@ def refine_boundaries(labels: np.ndarray, gray: np.ndarray, *, dark: bool, band_
     n = int(lab.max(initial=0))
     if n == 0 or band_px == 0:
         return lab.astype(np.int32)
-    thr = _thresholds(lab, g, band_px, int(ring_px), method, level)
+    core, dist, near = _layout(lab, band_px)
+    thr = _thresholds(lab, g, core, dist, near, band_px, int(ring_px), method, level)
     gs = ndi.gaussian_filter(g, sigma) if sigma > 0 else g
-    core = _cores(lab, band_px)
     # the band: pixels within band_px of an outline (particle pixels not in the core, background pixels
     # within band_px of a particle)
-    dist, (ri, ci) = ndi.distance_transform_edt(lab == 0, return_indices=True)
-    near = lab[ri, ci]
     band = ((lab > 0) & ~core) | ((lab == 0) & (dist <= band_px))
     t = thr[near]
     ok = np.isfinite(t)
@@ -211,7 +234,6 @@ def refine_boundaries(labels: np.ndarray, gray: np.ndarray, *, dark: bool, band_
         from skimage.segmentation import watershed
 
         flood = watershed(np.zeros(lab.shape, np.uint8), markers=keep, mask=(keep > 0) | grow, connectivity=1)
-        # a particle grows only into the band of a particle with a threshold: use the nearest's
         out = np.where(grow & (flood > 0), flood, keep)
     else:
         out = keep
