@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from semforge.analysis._refine import particle_thresholds, refine_boundaries
+from semforge.analysis._refine import particle_thresholds, refine_boundaries, refine_separation
 
 R = 15.0
 CY, CX = 40.3, 39.6
@@ -171,3 +171,35 @@ def test_a_particle_with_no_free_ring_keeps_its_outline():
     out = refine_boundaries(lab, g, dark=True, band_px=2)
     assert np.array_equal(out == 2, lab == 2)
     assert (out == 1).sum() > (lab == 1).sum()  # 1 grew out to its edge at r = 22
+
+
+def test_agglomerate_scope_shares_one_threshold_and_finds_the_edges():
+    g, truth, net = _two_touching_disks()
+    per = particle_thresholds(net, g, band_px=3)
+    agg = particle_thresholds(net, g, band_px=3, scope="agglomerate")
+    assert agg[7] == agg[3] != agg[12]  # 7 and 3 touch, 12 stands alone
+    assert agg[12] == pytest.approx(per[12])
+    out = refine_boundaries(net, g, dark=True, band_px=3, scope="agglomerate")
+    assert set(np.unique(out)) == {0, 3, 7, 12}
+    iou = ((out > 0) & (truth > 0)).sum() / ((out > 0) | (truth > 0)).sum()
+    assert iou > 0.95
+    with pytest.raises(ValueError, match="scope"):
+        refine_boundaries(net, g, dark=True, scope="image")
+
+
+def test_refine_separation_rebuilds_the_instances_of_a_separation():
+    from semforge.analysis._separate import separate
+
+    g, truth, _ = _two_touching_disks()
+    mask = ndi.binary_erosion(truth > 0, iterations=2)  # network-like: 2 px inside
+    sep = separate(mask, mode="watershed")
+    out = refine_separation(sep, g, dark=True, band_px=3)
+    assert out.labels.dtype == sep.labels.dtype and out.mode == "watershed"
+    assert len(out.instances) == len(sep.instances) == 3
+    for k, (a, b) in enumerate(zip(sep.instances, out.instances), start=1):
+        assert b.separated == a.separated
+        assert np.array_equal(out.labels[b.box] == k, b.mask)
+        assert b.mask.sum() > a.mask.sum()  # every outline moved out to the edge
+    assert refine_separation(sep, g, dark=True, band_px=0) is sep
+    with pytest.raises(ValueError, match="differ in size"):
+        refine_separation(sep, g[:-1], dark=True, band_px=0)

@@ -6,9 +6,10 @@ gray-level threshold follows the edge better. :func:`refine_boundaries` keeps th
 instances (identity, count, the separation lines between them) and re-decides only the pixels in a
 band of ``band_px`` pixels either side of each outline with a local gray threshold:
 
-* per particle, ``inner`` is the median gray of its pixels deeper than the band (its core; the
-  deepest pixels when the particle is thinner than the band) and ``ring`` the median gray of the
-  free background between ``band_px`` and ``band_px + ring_px`` outside it;
+* per particle (``scope="particle"``; or per group of touching particles, ``"agglomerate"``),
+  ``inner`` is the median gray of its pixels deeper than the band (its core; the deepest pixels
+  when the particle is thinner than the band) and ``ring`` the median gray of the free background
+  between ``band_px`` and ``band_px + ring_px`` outside it;
 * the threshold is ``ring + level * (inner - ring)`` (``level`` 0.5: midway, the edge of a
   symmetrically blurred step) or, with ``method="otsu"``, Otsu's threshold of the gray values of
   the particle's inner band, outer band and ring;
@@ -29,15 +30,19 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["REFINE_METHODS", "refine_boundaries", "particle_thresholds"]
+from ._separate import Instance, Separation
+
+__all__ = ["REFINE_METHODS", "REFINE_SCOPES", "refine_boundaries", "refine_separation", "particle_thresholds"]
 
 REFINE_METHODS = ("mid", "otsu")
+REFINE_SCOPES = ("particle", "agglomerate")
 
 _CROSS = ndi.generate_binary_structure(2, 1)
 _SQUARE = ndi.generate_binary_structure(2, 2)
 
 
-def _check(labels: np.ndarray, gray: np.ndarray, band_px: int, method: str, level: float) -> tuple[np.ndarray, np.ndarray]:
+def _check(labels: np.ndarray, gray: np.ndarray, band_px: int, method: str, level: float,
+           scope: str = "particle") -> tuple[np.ndarray, np.ndarray]:
     lab = np.asarray(labels)
     g = np.asarray(gray)
     if lab.ndim != 2:
@@ -54,6 +59,8 @@ def _check(labels: np.ndarray, gray: np.ndarray, band_px: int, method: str, leve
         raise ValueError(f"band_px must be a non-negative integer, got {band_px!r}")
     if method not in REFINE_METHODS:
         raise ValueError(f"unknown refinement method {method!r}; valid: {', '.join(REFINE_METHODS)}")
+    if scope not in REFINE_SCOPES:
+        raise ValueError(f"unknown refinement scope {scope!r}; valid: {', '.join(REFINE_SCOPES)}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     return lab.astype(np.int64), g.astype(np.float64)
@@ -93,14 +100,14 @@ def _cores(lab: np.ndarray, band_px: int) -> np.ndarray:
 
 
 def particle_thresholds(labels: np.ndarray, gray: np.ndarray, *, band_px: int = 2, ring_px: int = 3,
-                        method: str = "mid", level: float = 0.5) -> np.ndarray:
+                        method: str = "mid", level: float = 0.5, scope: str = "particle") -> np.ndarray:
     """Per instance (index k for label k; index 0 unused, NaN): the gray threshold of its outline.
 
     See the module doc. NaN where it cannot be computed (no free ring, or the particle's core and ring
     have the same gray); such particles are left as they are by :func:`refine_boundaries`.
     """
-    lab, g = _check(labels, gray, band_px, method, level)
-    return _thresholds(lab, g, *_layout(lab, int(band_px)), int(band_px), int(ring_px), method, level)
+    lab, g = _check(labels, gray, band_px, method, level, scope)
+    return _thresholds(lab, g, *_layout(lab, int(band_px)), int(band_px), int(ring_px), method, level, scope)
 
 
 def _layout(lab: np.ndarray, band_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -127,11 +134,18 @@ def _label_medians(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray
 
 
 def _thresholds(lab: np.ndarray, g: np.ndarray, core: np.ndarray, dist: np.ndarray, near: np.ndarray,
-                band_px: int, ring_px: int, method: str, level: float) -> np.ndarray:
-    n = int(lab.max(initial=0))
-    thr = np.full(n + 1, np.nan)
-    if n == 0:
+                band_px: int, ring_px: int, method: str, level: float, scope: str = "particle") -> np.ndarray:
+    n_inst = int(lab.max(initial=0))
+    thr = np.full(n_inst + 1, np.nan)
+    if n_inst == 0:
         return thr
+    if scope == "agglomerate":  # one threshold per 8-connected group of touching instances
+        groups, _ = ndi.label(lab > 0, structure=_SQUARE)
+        group_of = np.zeros(n_inst + 1, np.int64)
+        group_of[lab.ravel()] = groups.ravel()
+        group_of[0] = 0
+        lab, near = groups.astype(np.int64), group_of[near]
+    n = int(lab.max(initial=0))
     ring = np.where((lab == 0) & (dist > band_px) & (dist <= band_px + ring_px), near, 0)
     inner = _label_medians(g, np.where(core, lab, 0), n)
     outer = _label_medians(g, ring, n)
@@ -156,13 +170,16 @@ def _thresholds(lab: np.ndarray, g: np.ndarray, core: np.ndarray, dist: np.ndarr
     if method == "otsu":
         lo, hi = np.minimum(inner, outer), np.maximum(inner, outer)
         t[(t < lo) | (t > hi)] = np.nan
-    thr[1:] = t
+    if scope == "agglomerate":
+        thr[1:] = np.concatenate([[np.nan], t])[group_of[1:]]
+    else:
+        thr[1:] = t
     return thr
 
 
 def refine_boundaries(labels: np.ndarray, gray: np.ndarray, *, dark: bool, band_px: int = 2,
                       method: str = "mid", level: float = 0.5, ring_px: int = 3,
-                      sigma: float = 0.0) -> np.ndarray:
+                      sigma: float = 0.0, scope: str = "particle") -> np.ndarray:
     """Instance labels with each outline re-decided on the gray image within ``band_px`` of it.
 
     Parameters
@@ -183,6 +200,9 @@ def refine_boundaries(labels: np.ndarray, gray: np.ndarray, *, dark: bool, band_
         Width of the background ring (beyond the band) that gives the background level.
     sigma : float
         Gaussian smoothing (px) of the gray image before the pixel test (0: none).
+    scope : {"particle", "agglomerate"}
+        One threshold per instance, or one per group of touching instances (8-connected), from the
+        cores and ring of the whole group.
 
     Returns
     -------
@@ -211,13 +231,13 @@ def refine_boundaries(labels: np.ndarray, gray: np.ndarray, *, dark: bool, band_
 
     See docs/segmentation.md ("Boundary refinement (#16)") for the figures on the real images.
     """
-    lab, g = _check(labels, gray, band_px, method, level)
+    lab, g = _check(labels, gray, band_px, method, level, scope)
     band_px = int(band_px)
     n = int(lab.max(initial=0))
     if n == 0 or band_px == 0:
         return lab.astype(np.int32)
     core, dist, near = _layout(lab, band_px)
-    thr = _thresholds(lab, g, core, dist, near, band_px, int(ring_px), method, level)
+    thr = _thresholds(lab, g, core, dist, near, band_px, int(ring_px), method, level, scope)
     gs = ndi.gaussian_filter(g, sigma) if sigma > 0 else g
     # the band: pixels within band_px of an outline (particle pixels not in the core, background pixels
     # within band_px of a particle)
@@ -249,3 +269,25 @@ def _drop_detached(out: np.ndarray, core: np.ndarray, lab: np.ndarray) -> np.nda
     anchored[np.unique(pieces[core & (out == lab)])] = True
     anchored[0] = False
     return np.where(anchored[pieces], out, 0).astype(np.int32)
+
+
+def refine_separation(sep: Separation, gray: np.ndarray, *, dark: bool, band_px: int = 1, **kw) -> Separation:
+    """:func:`refine_boundaries` of ``sep.labels``, with the instances rebuilt from the refined labels.
+
+    Instance k keeps its ``separated`` flag and ``exclude_reason``; its mask becomes its refined
+    label region (as with ``separate(..., grow_px=...)``, instance masks then no longer overlap).
+    ``band_px`` 0 returns ``sep`` unchanged. Keyword arguments go to :func:`refine_boundaries`.
+    """
+    if band_px == 0 or not sep.instances:
+        _check(np.asarray(sep.labels).astype(np.int64), gray, band_px, kw.get("method", "mid"),
+               kw.get("level", 0.5), kw.get("scope", "particle"))
+        return sep
+    labels = refine_boundaries(np.asarray(sep.labels).astype(np.int64), gray, dark=dark, band_px=band_px, **kw)
+    out = []
+    for k, sl in enumerate(ndi.find_objects(labels, max_label=len(sep.instances)), start=1):
+        old = sep.instances[k - 1]
+        if sl is None:  # an instance without pixels in the label image (lost to overlap) keeps its mask
+            out.append(old)
+            continue
+        out.append(Instance(sl, labels[sl] == k, separated=old.separated, exclude_reason=old.exclude_reason))
+    return Separation(labels=labels.astype(np.asarray(sep.labels).dtype), instances=out, mode=sep.mode)
