@@ -14,7 +14,10 @@ route (a network, or the classical Otsu segmenter, at an inference scale):
 * ``CV + boundary refinement`` (network routes, unless ``--no-refine``): the same grid with one more
   dimension, the gray-level boundary refinement of ``analysis/_refine.refine_boundaries`` (none, or
   method x band width, see :data:`REFINE`), applied after the spurious-object filter and before the
-  boundary offset.
+  boundary offset;
+* ``RECOMMENDED base`` (``--routes shipped-rec``): threshold, separation and filter fixed at the
+  shipped defaults (``RECOMMENDED`` in analysis/_separate.py), only the boundary correction chosen
+  by CV: offset -1 / 0 / +1 px, or offset and refinement.
 
 Network outputs and per-image statistics are cached under out/cv/ (delete it to recompute).
 An adapted model directory (``semforge adapt`` output with ``folds.json``) is scored image by image
@@ -100,6 +103,24 @@ def refined_grid(modality: str, classes: int) -> list[Variant]:
     for v in grid(modality, classes):
         out.append(Variant(v))
         if v.separate == "watershed":
+            out += [Variant(v, r) for r in REFINE]
+    return out
+
+
+def recommended_grid(modality: str, refine: bool) -> list[Variant]:
+    """The shipped base post-processing of the modality (threshold, separation, watershed h and contrast
+    filter of ``RECOMMENDED`` in analysis/_separate.py) with only the boundary correction left to
+    choose: offset -1 / 0 / +1 px and, with ``refine``, every refinement of :data:`REFINE`."""
+    from semforge.analysis._separate import RECOMMENDED
+
+    rec = RECOMMENDED[modality]
+    base = PostParams(threshold=rec["threshold"], separate=rec["separate"], h=rec.get("watershed_h", 0.5),
+                      min_contrast=rec.get("min_contrast", 0.0))
+    out = []
+    for off in (-1, 0, 1):
+        v = PostParams(**{**base.__dict__, "offset_px": off})
+        out.append(Variant(v))
+        if refine:
             out += [Variant(v, r) for r in REFINE]
     return out
 
@@ -262,14 +283,18 @@ HEAD = ("| route | fg IoU | F1@0.5 | AP@0.5:0.95 | count pred / human | median E
 
 
 def run_modality(modality: str, routes: list[tuple[str, Model, float, str]], log) -> tuple[str, dict]:
-    """``how``: ``cv`` (the grid), ``cv+refine`` (the grid with the refinement dimension) or a key of FIXED."""
+    """``how``: ``cv`` (the grid), ``cv+refine`` (the grid with the refinement dimension), ``rec`` /
+    ``rec+refine`` (:func:`recommended_grid`) or a key of FIXED."""
     samples = load_annotated(DATA[modality])
     names = [s.name for s in samples]
     lines, out = [HEAD], {}
     for label, model, scale, how in routes:
         classes = 1 if model.key == "classical" else 2
-        if how in ("cv", "cv+refine"):
-            variants = grid(modality, classes) if how == "cv" else refined_grid(modality, classes)
+        if how in ("cv", "cv+refine", "rec", "rec+refine"):
+            if how.startswith("rec"):
+                variants = recommended_grid(modality, how == "rec+refine")
+            else:
+                variants = grid(modality, classes) if how == "cv" else refined_grid(modality, classes)
             tab = table(model, samples, scale, variants, log)
             cv = cross_validate(tab, names)
             fig = cv["figures"]
@@ -296,7 +321,8 @@ def main() -> int:
     ap.add_argument("--only-adapted", action="store_true", help="rows of the --adapted models only")
     ap.add_argument("--routes", default="",
                     help="comma list of the non-adapted rows to compute (default all): classical-fixed, "
-                         "classical-cv, shipped-uecs, shipped-watershed, shipped-cv, shipped-refine, scales")
+                         "classical-cv, shipped-uecs, shipped-watershed, shipped-cv, shipped-refine, "
+                         "shipped-rec, scales")
     ap.add_argument("--no-refine", action="store_true", help="no 'CV + boundary refinement' rows")
     ap.add_argument("--write")
     ap.add_argument("--json")
@@ -316,6 +342,9 @@ def main() -> int:
                  ("shipped-cv", ("shipped (CV)", sh, 1.0, "cv"))]
         if not args.no_refine:
             named.append(("shipped-refine", ("shipped (CV + boundary refinement)", sh, 1.0, "cv+refine")))
+            named.append(("shipped-rec", ("shipped, RECOMMENDED base, CV of the offset only", sh, 1.0, "rec")))
+            named.append(("shipped-rec", ("shipped, RECOMMENDED base, CV of offset + boundary refinement",
+                                          sh, 1.0, "rec+refine")))
         extra = [float(x) for x in args.scales.split(",") if float(x) != 1.0]
         for s in extra:
             named.append(("scales", (f"shipped, input x{s:g} (CV)", sh, s, "cv")))
@@ -324,7 +353,7 @@ def main() -> int:
             named.append(("scales", (f"shipped, mean of inputs x1 and x{'/'.join(f'{x:g}' for x in extra)} (CV)",
                                      ms, 1.0, "cv")))
         want = {x.strip() for x in args.routes.split(",") if x.strip()}
-        unknown = want - {k for k, _ in named} - {"shipped-refine", "scales"}
+        unknown = want - {k for k, _ in named} - {"shipped-refine", "shipped-rec", "scales"}
         if unknown:
             ap.error(f"unknown route(s) {', '.join(sorted(unknown))}")
         routes = [r for k, r in named if not want or k in want]
