@@ -79,7 +79,10 @@ def _two_touching_disks():
 
 def test_instances_keep_their_ids_no_merge_no_new_object():
     g, truth, net = _two_touching_disks()
+    g0, net0 = g.copy(), net.copy()
     out = refine_boundaries(net, g, dark=True, band_px=3)
+    assert np.array_equal(g, g0) and np.array_equal(net, net0)  # inputs untouched
+    assert out.dtype == np.int32 and out.shape == net.shape
     assert set(np.unique(out)) == set(np.unique(net)) == {0, 3, 7, 12}
     for k in (3, 7, 12):
         _, n = ndi.label(out == k)
