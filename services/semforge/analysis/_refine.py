@@ -229,7 +229,7 @@ def refine_boundaries(labels: np.ndarray, gray: np.ndarray, *, dark: bool, band_
     >>> round(float(np.sqrt((out == 1).sum() / np.pi)), 1)
     15.0
 
-    See docs/segmentation.md ("Boundary refinement (#16)") for the figures on the real images.
+    See docs/segmentation.md ("Boundary refinement on the gray image (#16)") for the figures on real images.
     """
     lab, g = _check(labels, gray, band_px, method, level, scope)
     band_px = int(band_px)
