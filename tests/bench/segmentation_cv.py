@@ -1,7 +1,8 @@
 """Cross-validated segmentation figures on the real annotated SEM and TSEM images (make segcheck).
 
 Usage:
-  python tests/bench/segmentation_cv.py [--modality se|tem|both] [--adapted DIR ...] [--write docs/segmentation_cv.md]
+  python tests/bench/segmentation_cv.py [--modality se|tem|both] [--adapted DIR ...] [--routes NAME,...]
+                                        [--no-refine] [--write docs/segmentation_cv.md]
 
 Per modality (SE: ../shared/data/bam-tio2-sem, transmission: ../shared/data/bam-tio2-tsem) and per
 route (a network, or the classical Otsu segmenter, at an inference scale):
@@ -9,7 +10,14 @@ route (a network, or the classical Otsu segmenter, at an inference scale):
 * ``fixed``: the analysis defaults (threshold 0.5, watershed h 0.5, or UECS) -- nothing tuned;
 * ``CV``: threshold, separation (watershed h / seeded growth from the border channel / UECS), boundary
   offset and (transmission) spurious-object filter chosen on 4 folds of a 5-fold split (contiguous
-  blocks of the sorted image ids), scored on the 5th; the held-out figures of the 5 folds are pooled.
+  blocks of the sorted image ids), scored on the 5th; the held-out figures of the 5 folds are pooled;
+* ``CV + boundary refinement`` (network routes, unless ``--no-refine``): the same grid with one more
+  dimension, the gray-level boundary refinement of ``analysis/_refine.refine_boundaries`` (none, or
+  method x band width, see :data:`REFINE`), applied after the spurious-object filter and before the
+  boundary offset;
+* ``RECOMMENDED base`` (``--routes shipped-rec``): threshold, separation and filter fixed at the
+  shipped defaults (``RECOMMENDED`` in analysis/_separate.py), only the boundary correction chosen
+  by CV: offset -1 / 0 / +1 px, or offset and refinement.
 
 Network outputs and per-image statistics are cached under out/cv/ (delete it to recompute).
 An adapted model directory (``semforge adapt`` output with ``folds.json``) is scored image by image
@@ -30,6 +38,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "services"))
 
+from dataclasses import dataclass  # noqa: E402
+
+from semforge.analysis._refine import refine_boundaries  # noqa: E402
 from semforge.inference import SHIPPED, OnnxSegmenter, ThresholdSegmenter  # noqa: E402
 from semforge.training.segmentation.crossval import (BIN_NAMES, PostParams, _refine_labels, aggregate,  # noqa: E402
                                             cross_validate, image_stats, instance_features,
@@ -37,6 +48,81 @@ from semforge.training.segmentation.crossval import (BIN_NAMES, PostParams, _ref
 
 DATA = {"se": REPO.parent / "shared/data/bam-tio2-sem", "tem": REPO.parent / "shared/data/bam-tio2-tsem"}
 CACHE = REPO / "out" / "cv"
+
+
+@dataclass(frozen=True)
+class Refine:
+    """Boundary refinement of the separated (and filtered) instances on the gray image."""
+
+    method: str = "mid"
+    band_px: int = 2
+    level: float = 0.5
+    sigma: float = 0.0
+    scope: str = "particle"
+
+    def label(self) -> str:
+        s = f"refine({self.method}, band={self.band_px}px"
+        if self.method == "mid" and self.level != 0.5:
+            s += f", level={self.level:g}"
+        if self.sigma:
+            s += f", sigma={self.sigma:g}"
+        if self.scope != "particle":
+            s += f", {self.scope}"
+        return s + ")"
+
+
+#: The refinement dimension of the CV grid. The first five were fixed after a look at 4 images per
+#: modality (the first 4 sorted ids = fold 1; shipped model, one post-processing): sigma 0 beat 1 and
+#: the midway threshold beat Otsu's on both modalities there; band widths 1-4 px are all kept. The
+#: last two (one threshold per agglomerate; smoothing sigma 1) were added after the first CV run.
+REFINE = (Refine("mid", 1), Refine("mid", 2), Refine("mid", 3), Refine("mid", 4), Refine("otsu", 3),
+          Refine("mid", 2, scope="agglomerate"), Refine("mid", 2, sigma=1.0))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A post-processing variant (``PostParams``) with an optional boundary refinement."""
+
+    post: PostParams
+    refine: Refine | None = None
+
+    def __getattr__(self, name):  # the PostParams fields (threshold, separate, h, ...)
+        if name in ("post", "refine") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.post, name)
+
+    def label(self) -> str:
+        base = self.post.label()
+        return base if self.refine is None else f"{base} {self.refine.label()}"
+
+
+def refined_grid(modality: str, classes: int) -> list[Variant]:
+    """:func:`grid` plus, for its watershed variants (the only separation ever chosen), every
+    refinement of :data:`REFINE`."""
+    out: list[Variant] = []
+    for v in grid(modality, classes):
+        out.append(Variant(v))
+        if v.separate == "watershed":
+            out += [Variant(v, r) for r in REFINE]
+    return out
+
+
+def recommended_grid(modality: str, refine: bool) -> list[Variant]:
+    """The shipped base post-processing of the modality (threshold, separation, watershed h and contrast
+    filter of ``RECOMMENDED`` in analysis/_separate.py) with only the boundary correction left to
+    choose: offset -1 / 0 / +1 px and, with ``refine``, every refinement of :data:`REFINE`."""
+    from semforge.analysis._separate import RECOMMENDED
+
+    rec = RECOMMENDED[modality]
+    base = PostParams(threshold=rec["threshold"], separate=rec["separate"], h=rec.get("watershed_h", 0.5),
+                      min_contrast=rec.get("min_contrast", 0.0))
+    out = []
+    for off in (-1, 0, 1):
+        v = PostParams(**{**base.__dict__, "offset_px": off})
+        out.append(Variant(v))
+        if refine:
+            out += [Variant(v, r) for r in REFINE]
+    return out
 
 
 def grid(modality: str, classes: int) -> list[PostParams]:
@@ -154,7 +240,18 @@ def table(model: Model, samples, scale: float, variants: list[PostParams], log) 
                         pixel_size_nm=s.pixel_size_nm)
                     base_cache[key] = (b, instance_features(b, p, s.gray, dark) if dark else None)
                 b, feats = base_cache[key]
-                lab = _refine_labels(b, p, s.gray, v, dark, feats)
+                r = v.refine if isinstance(v, Variant) else None
+                post = v.post if isinstance(v, Variant) else v
+                if r is None:
+                    lab = _refine_labels(b, p, s.gray, post, dark, feats)
+                else:  # filter -> refinement -> offset; the refined labels are shared by the offsets
+                    rkey = (key, post.min_area_px, post.min_mean_prob, post.min_contrast, r)
+                    if rkey not in base_cache:
+                        f0 = _refine_labels(b, p, s.gray, PostParams(**{**post.__dict__, "offset_px": 0}), dark, feats)
+                        base_cache[rkey] = refine_boundaries(f0, s.gray, dark=dark, band_px=r.band_px,
+                                                             method=r.method, level=r.level, sigma=r.sigma,
+                                                             scope=r.scope)
+                    lab = _refine_labels(base_cache[rkey], p, s.gray, PostParams(offset_px=post.offset_px), dark)
                 tab.setdefault(v.label(), {})[s.name] = image_stats(lab, s.truth, s.pixel_size_nm)
             log(f"  {model.modality} {model.key}@{scale:g}: {i + 1}/{len(samples)} {s.name}")
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -186,13 +283,18 @@ HEAD = ("| route | fg IoU | F1@0.5 | AP@0.5:0.95 | count pred / human | median E
 
 
 def run_modality(modality: str, routes: list[tuple[str, Model, float, str]], log) -> tuple[str, dict]:
+    """``how``: ``cv`` (the grid), ``cv+refine`` (the grid with the refinement dimension), ``rec`` /
+    ``rec+refine`` (:func:`recommended_grid`) or a key of FIXED."""
     samples = load_annotated(DATA[modality])
     names = [s.name for s in samples]
     lines, out = [HEAD], {}
     for label, model, scale, how in routes:
         classes = 1 if model.key == "classical" else 2
-        if how == "cv":
-            variants = grid(modality, classes)
+        if how in ("cv", "cv+refine", "rec", "rec+refine"):
+            if how.startswith("rec"):
+                variants = recommended_grid(modality, how == "rec+refine")
+            else:
+                variants = grid(modality, classes) if how == "cv" else refined_grid(modality, classes)
             tab = table(model, samples, scale, variants, log)
             cv = cross_validate(tab, names)
             fig = cv["figures"]
@@ -217,6 +319,11 @@ def main() -> int:
     ap.add_argument("--adapted", nargs="*", default=[], help="semforge adapt output folders (with folds.json)")
     ap.add_argument("--scales", default="1,1.5")
     ap.add_argument("--only-adapted", action="store_true", help="rows of the --adapted models only")
+    ap.add_argument("--routes", default="",
+                    help="comma list of the non-adapted rows to compute (default all): classical-fixed, "
+                         "classical-cv, shipped-uecs, shipped-watershed, shipped-cv, shipped-refine, "
+                         "shipped-rec, scales")
+    ap.add_argument("--no-refine", action="store_true", help="no 'CV + boundary refinement' rows")
     ap.add_argument("--write")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -228,17 +335,28 @@ def main() -> int:
             log(f"no data at {DATA[mod]}; skipping {mod}")
             continue
         sh, cl = shipped(mod), classical(mod)
-        routes = [("classical Otsu / watershed (fixed)", cl, 1.0, "watershed"),
-                  ("classical Otsu (CV)", cl, 1.0, "cv"),
-                  ("shipped / uecs (fixed)", sh, 1.0, "uecs"),
-                  ("shipped / watershed (fixed)", sh, 1.0, "watershed"),
-                  ("shipped (CV)", sh, 1.0, "cv")]
+        named = [("classical-fixed", ("classical Otsu / watershed (fixed)", cl, 1.0, "watershed")),
+                 ("classical-cv", ("classical Otsu (CV)", cl, 1.0, "cv")),
+                 ("shipped-uecs", ("shipped / uecs (fixed)", sh, 1.0, "uecs")),
+                 ("shipped-watershed", ("shipped / watershed (fixed)", sh, 1.0, "watershed")),
+                 ("shipped-cv", ("shipped (CV)", sh, 1.0, "cv"))]
+        if not args.no_refine:
+            named.append(("shipped-refine", ("shipped (CV + boundary refinement)", sh, 1.0, "cv+refine")))
+            named.append(("shipped-rec", ("shipped, RECOMMENDED base, CV of the offset only", sh, 1.0, "rec")))
+            named.append(("shipped-rec", ("shipped, RECOMMENDED base, CV of offset + boundary refinement",
+                                          sh, 1.0, "rec+refine")))
         extra = [float(x) for x in args.scales.split(",") if float(x) != 1.0]
         for s in extra:
-            routes.append((f"shipped, input x{s:g} (CV)", sh, s, "cv"))
+            named.append(("scales", (f"shipped, input x{s:g} (CV)", sh, s, "cv")))
         if extra:
             ms = MeanOfScales(sh, (1.0, *extra))
-            routes.append((f"shipped, mean of inputs x1 and x{'/'.join(f'{x:g}' for x in extra)} (CV)", ms, 1.0, "cv"))
+            named.append(("scales", (f"shipped, mean of inputs x1 and x{'/'.join(f'{x:g}' for x in extra)} (CV)",
+                                     ms, 1.0, "cv")))
+        want = {x.strip() for x in args.routes.split(",") if x.strip()}
+        unknown = want - {k for k, _ in named} - {"shipped-refine", "shipped-rec", "scales"}
+        if unknown:
+            ap.error(f"unknown route(s) {', '.join(sorted(unknown))}")
+        routes = [r for k, r in named if not want or k in want]
         if args.only_adapted:
             routes = []
         for a in args.adapted:
@@ -247,6 +365,8 @@ def main() -> int:
                 m = adapted(p, mod)
                 routes.append((f"{m.key} / watershed (fixed)", m, 1.0, "watershed"))
                 routes.append((f"{m.key} (CV)", m, 1.0, "cv"))
+                if not args.no_refine:
+                    routes.append((f"{m.key} (CV + boundary refinement)", m, 1.0, "cv+refine"))
         text, res = run_modality(mod, routes, log)
         parts.append((mod, text))
         results[mod] = res
