@@ -39,9 +39,10 @@ class MeasureServicer(measure_pb2_grpc.MeasureServiceServicer):
         h, w = mask.shape
         seg.mask = mask > 0
         gray = None
-        if effective_postprocess(opts, seg.segmenter, seg.threshold).needs_image:  # the contrast filter
+        if effective_postprocess(opts, seg.segmenter, seg.threshold).needs_image:  # contrast filter, refinement
             if not request.image.key:
-                raise InvalidOption("the contrast filter (min_contrast) needs the image reference", field="image")
+                raise InvalidOption("the contrast filter (min_contrast) and the boundary refinement (refine_px) "
+                                    "need the image reference", field="image")
             gray = to_gray_float(load_image(self.store.get_bytes(request.image.key), name=request.image.key).pixels)
             if gray.shape != (h, w):
                 raise InvalidOption(f"image {gray.shape} and mask {(h, w)} differ in size", field="image")

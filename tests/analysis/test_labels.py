@@ -67,9 +67,9 @@ def test_real_image_every_particle_consistent(bam):
     from semforge.pipeline import AnalysisOptions, LocalStages, analyze_image
 
     src = sorted((bam / "images").glob("*.tif"))[0]
-    # UECS explicitly, no growth (regrown UECS particles overlap; watershed or a grown label image never do)
+    # UECS explicitly, no growth or refinement (regrown UECS particles overlap; watershed or a grown label image never do)
     res = analyze_image(LocalStages("unetpp"), src, "a",
-                        AnalysisOptions(MeasureOptions(separate="uecs", grow_px=0), pixel_size_nm=7.344)).measured
+                        AnalysisOptions(MeasureOptions(separate="uecs", grow_px=0, refine_px=0), pixel_size_nm=7.344)).measured
     parts = [dict(p, _px=7.344) for p in res.table.particles]
     assert sum(p["overlap_px"] > 0 for p in parts) >= 5
     _check_consistent(res.labels, parts)

@@ -129,7 +129,7 @@ def test_provenance_in_json_xlsx_and_html(report):
     # the user chose no post-processing (None: follow the segmenter and modality); what was applied is recorded
     assert p["options"]["measure"]["separate"] is None and p["options"]["databar"] == "auto"
     assert p["postprocess"] == {"threshold": 0.5, "separate": "watershed", "watershed_h": 0.5, "grow_px": 0,
-                                "min_contrast": 0.0}  # the classical segmenter's (semforge.postprocess.CLASSICAL)
+                                "min_contrast": 0.0, "refine_px": 0}  # the classical segmenter's (semforge.postprocess.CLASSICAL)
     ins = {i["name"]: i for i in p["inputs"]}
     assert ins["a"]["file"] == "a.tif"
     assert ins["a"]["sha256"] == hashlib.sha256((d / "a.tif").read_bytes()).hexdigest()

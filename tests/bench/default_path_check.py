@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO / "services"))
 import numpy as np  # noqa: E402
 
 from semforge.analysis import MeasureOptions  # noqa: E402
+from semforge.analysis._refine import refine_boundaries  # noqa: E402
 from semforge.inference import create_segmenter  # noqa: E402
 from semforge.modality import Modality  # noqa: E402
 from semforge.pipeline import AnalysisOptions, LocalStages  # noqa: E402
@@ -91,11 +92,13 @@ def run(modality: str, log) -> dict:
         default.append(image_stats(measured.labels[:rows].astype(np.int32), s.truth[:rows], s.pixel_size_nm))
         lab = instances_from_probabilities(np.asarray(seg.last, np.float32), params, gray=s.gray, dark=dark,
                                            pixel_size_nm=s.pixel_size_nm)
+        if post.refine_px:  # after the filter, before the offset (the harness' order, tests/bench/segmentation_cv.py)
+            lab = refine_boundaries(lab, s.gray, dark=dark, band_px=int(post.refine_px))
         harness.append(image_stats(lab[:rows], s.truth[:rows], s.pixel_size_nm))
         flags[ip.stem] = segd.confidence["flags"] if segd.confidence else None
         log(f"  {modality} {i + 1}/{len(samples)} {ip.stem} ({seg.seconds[-1]:.1f} s network)")
     return {"applied": applied, "default": aggregate(default), "harness_final": aggregate(harness),
-            "harness_params": params.label(), "flags": flags,
+            "harness_params": params.label() + (f" refine={post.refine_px}px" if post.refine_px else ""), "flags": flags,
             "network_s_median": float(np.median(seg.seconds))}
 
 

@@ -104,7 +104,8 @@ def test_real_tsem_masks_load_with_the_data_bar_cut():
 
 
 def test_separation_growth_is_the_harness_offset():
-    """RECOMMENDED['se'] grows particles by 1 px after separation: the same labels as the harness' offset +1."""
+    """separate(..., grow_px=1) (the first #16 SE default, still a choice) gives the same labels as the harness'
+    offset +1; the SE default now refines the outline on the gray image instead (chosen over the offset by CV)."""
     from semforge.analysis._separate import RECOMMENDED, separate
 
     shape = (120, 160)
@@ -116,7 +117,8 @@ def test_separation_growth_is_the_harness_offset():
     assert sep.labels.max() == harness.max() == 3
     assert np.array_equal(sep.labels > 0, harness > 0)
     assert sum(i.mask.sum() for i in sep.instances) == (sep.labels > 0).sum() > m.sum()
-    assert RECOMMENDED["se"]["grow_px"] == 1 and RECOMMENDED["se"]["separate"] == "watershed"
+    assert RECOMMENDED["se"]["refine_px"] == 2 and RECOMMENDED["se"]["grow_px"] == 0
+    assert RECOMMENDED["se"]["separate"] == "watershed"
 
 
 def test_low_contrast_objects_are_dropped_with_known_contrast():

@@ -13,6 +13,7 @@ from ..modality import MODALITIES, Modality
 from ._io import Calibration
 from ._morphometry import file_column, measure_instance, particle_columns, shape_dimensions
 from ..postprocess import MASK_DEFAULT, POST_KEYS, PostProcess
+from ._refine import refine_separation
 from ._separate import clean_mask, grow_separation, keep_instances, particle_contrast, separate
 from ._shape import CONFIDENCE_LIMIT, classify_shape
 from ._table import ParticleTable
@@ -28,7 +29,8 @@ SUMMARY_MEASURES = ("area", "perimeter", "ecd", "feret_min", "feret_max", "circu
 class MeasureOptions:
     """Options of cleaning, separation and measurement (all keyword).
 
-    The post-processing keys (``threshold``, ``separate``, ``watershed_h``, ``grow_px``, ``min_contrast``;
+    The post-processing keys (``threshold``, ``separate``, ``watershed_h``, ``grow_px``, ``min_contrast``,
+    ``refine_px``;
     :class:`~semforge.analysis.PostProcess`) are ``None`` unless the user chose them: the analysis
     pipeline then applies the values recommended for its segmenter and the modality
     (:func:`~semforge.analysis.recommended`); :func:`measure_mask` on a mask of its own uses
@@ -49,6 +51,7 @@ class MeasureOptions:
     watershed_h: float | None = None
     grow_px: int | None = None
     min_contrast: float | None = None
+    refine_px: int | None = None
 
     @property
     def post(self) -> PostProcess:
@@ -140,7 +143,7 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
 
     Post-processing (:attr:`MeasureOptions.post`, unset keys from :data:`MASK_DEFAULT`): clean ->
     separate (``separate``, ``watershed_h``) -> contrast filter (``min_contrast``, on ``gray``) ->
-    boundary growth (``grow_px``) -> measure. ``threshold`` is the segment stage's (recorded only).
+    boundary refinement (``refine_px``, on ``gray``) -> boundary growth (``grow_px``) -> measure. ``threshold`` is the segment stage's (recorded only).
 
     Parameters
     ----------
@@ -155,7 +158,7 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
         Number of rows that show the specimen (default: all).
     options : MeasureOptions
     gray : ndarray, shape (H, W), float in [0, 1], optional
-        The image; needed by the contrast filter (``min_contrast`` > 0).
+        The image; needed by the contrast filter (``min_contrast`` > 0) and the refinement (``refine_px`` > 0).
     confidence : dict, optional
         The segmenter's per-image confidence, carried into the result.
 
@@ -187,14 +190,19 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
     sep = separate(cleaned, mode=post.separate, pixel_size_nm=px, watershed_h=post.watershed_h,
                    convexity_threshold=options.convexity_threshold, min_marker_px=options.min_marker_px,
                    connectivity=options.connectivity)
-    if post.min_contrast:  # spurious-object filter (faint film / contamination blobs), before the growth
+    if post.needs_image:  # the contrast filter and the boundary refinement read the gray image
         if gray is None:
-            raise InvalidOption("the contrast filter (min_contrast) needs the gray image", field="min_contrast")
+            key = "min_contrast" if post.min_contrast else "refine_px"
+            raise InvalidOption(f"the {'contrast filter' if post.min_contrast else 'boundary refinement'} ({key}) "
+                                "needs the gray image", field=key)
         g = np.asarray(gray)
         if g.shape != (h, w):
             raise InvalidOption(f"image {g.shape} and mask {(h, w)} differ in size", field="gray")
         dark = Modality.parse(options.modality).dark_particles
+    if post.min_contrast:  # spurious-object filter (faint film / contamination blobs), before the growth
         sep = keep_instances(sep, particle_contrast(sep.labels, g[:rows], dark=dark) >= post.min_contrast)
+    if post.refine_px:  # outlines re-decided on the gray image (#16, docs/segmentation.md)
+        sep = refine_separation(sep, g[:rows], dark=dark, band_px=int(post.refine_px))
     sep = grow_separation(sep, int(post.grow_px))
     particles: list[dict[str, Any]] = []
     for k, inst in enumerate(sep.instances, start=1):

@@ -112,13 +112,13 @@ class LocalStages:
         return Segmented(mask, name, threshold, conf)
 
     def measure(self, prep: Prepared, segmented: Segmented | np.ndarray, options: AnalysisOptions) -> Measured:
-        """Clean, separate (+ contrast filter, boundary growth) and measure with :func:`effective_postprocess`; a
+        """Clean, separate (+ contrast filter, boundary refinement and growth) and measure with :func:`effective_postprocess`; a
         bare mask (no :class:`Segmented`) counts as made by ``options.segmenter`` at the recommended threshold."""
         s = segmented if isinstance(segmented, Segmented) else Segmented(segmented, segmenter_name(
             self._segmenter if self._segmenter is not None else options.segmenter))
         post = effective_postprocess(options, s.segmenter, s.threshold)
         if post.needs_image and prep.gray is None:
-            raise ValueError("the contrast filter (min_contrast) needs the prepared gray image")
+            raise ValueError("the contrast filter / boundary refinement needs the prepared gray image")
         res = measure_mask(s.mask, calibration=prep.calibration, image_name=prep.name,
                            specimen_rows=prep.specimen_rows, gray=prep.gray if post.needs_image else None,
                            options=dataclasses.replace(options.measure.with_post(post), classify=False),
