@@ -17,7 +17,8 @@ route (a network, or the classical Otsu segmenter, at an inference scale):
   boundary offset;
 * ``RECOMMENDED base`` (``--routes shipped-rec``): threshold, separation and filter fixed at the
   shipped defaults (``RECOMMENDED`` in analysis/_separate.py), only the boundary correction chosen
-  by CV: offset -1 / 0 / +1 px, or offset and refinement.
+  by CV: offset -1 / 0 / +1 px, or offset and refinement; and ``RECOMMENDED exactly (fixed)``, the
+  shipped default itself, nothing chosen. Adapted models (``--adapted``) get these rows too.
 
 Network outputs and per-image statistics are cached under out/cv/ (delete it to recompute).
 An adapted model directory (``semforge adapt`` output with ``folds.json``) is scored image by image
@@ -123,6 +124,18 @@ def recommended_grid(modality: str, refine: bool) -> list[Variant]:
         if refine:
             out += [Variant(v, r) for r in REFINE]
     return out
+
+
+def recommended_variant(modality: str) -> Variant:
+    """Exactly the shipped default post-processing of the modality (``RECOMMENDED``, refinement included):
+    nothing chosen, a fixed row."""
+    from semforge.analysis._separate import RECOMMENDED
+
+    rec = RECOMMENDED[modality]
+    post = PostParams(threshold=rec["threshold"], separate=rec["separate"], h=rec.get("watershed_h", 0.5),
+                      min_contrast=rec.get("min_contrast", 0.0), offset_px=rec.get("grow_px", 0))
+    band = rec.get("refine_px", 0)
+    return Variant(post, Refine("mid", band) if band else None)
 
 
 def grid(modality: str, classes: int) -> list[PostParams]:
@@ -303,7 +316,7 @@ def run_modality(modality: str, routes: list[tuple[str, Model, float, str]], log
             chosen = "; ".join(f"{n}x {v}" for v, n in Counter(cv["chosen"]).most_common()) + f"; final: {cv['final']}"
             out[label] = {"figures": fig, "chosen": cv["chosen"], "final": cv["final"]}
         else:
-            v = FIXED[how]
+            v = recommended_variant(modality) if how == "recommended" else FIXED[how]
             tab = table(model, samples, scale, [v], log)
             fig = aggregate([tab[v.label()][n] for n in names])
             chosen = f"fixed: {v.label()}"
@@ -345,6 +358,7 @@ def main() -> int:
             named.append(("shipped-rec", ("shipped, RECOMMENDED base, CV of the offset only", sh, 1.0, "rec")))
             named.append(("shipped-rec", ("shipped, RECOMMENDED base, CV of offset + boundary refinement",
                                           sh, 1.0, "rec+refine")))
+            named.append(("shipped-rec", ("shipped, RECOMMENDED exactly (fixed)", sh, 1.0, "recommended")))
         extra = [float(x) for x in args.scales.split(",") if float(x) != 1.0]
         for s in extra:
             named.append(("scales", (f"shipped, input x{s:g} (CV)", sh, s, "cv")))
@@ -367,6 +381,10 @@ def main() -> int:
                 routes.append((f"{m.key} (CV)", m, 1.0, "cv"))
                 if not args.no_refine:
                     routes.append((f"{m.key} (CV + boundary refinement)", m, 1.0, "cv+refine"))
+                    routes.append((f"{m.key}, RECOMMENDED base, CV of the offset only", m, 1.0, "rec"))
+                    routes.append((f"{m.key}, RECOMMENDED base, CV of offset + boundary refinement", m, 1.0,
+                                   "rec+refine"))
+                    routes.append((f"{m.key}, RECOMMENDED exactly (fixed)", m, 1.0, "recommended"))
         text, res = run_modality(mod, routes, log)
         parts.append((mod, text))
         results[mod] = res
