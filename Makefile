@@ -111,7 +111,7 @@ segcheck: setup
 	$(BIN)/python tests/bench/segmentation_cv.py --adapted $(wildcard out/adapt/*/semforge_unetpp_*) --write out/segcheck.md --json out/segcheck.json
 	$(BIN)/python tests/bench/confidence_check.py
 
-# #16: the self-training routes, 2 folds per modality (each image scored by a version that never saw it); ~1 h on 2 cores
+# #16: the self-training routes, 2 folds per modality (each image scored by a version that never saw it); minutes on a quiet machine (SE: 110 s)
 ADAPT := $(BIN)/semforge adapt --folds 2 --steps 150 --batch 4 --patch 192 --seed 0
 segcheck-adapt: setup
 	$(ADAPT) --images ../shared/data/bam-tio2-tsem/images --modality tem --out out/adapt/st_tem/semforge_unetpp_tem_selftrain
