@@ -27,6 +27,8 @@ from semforge.rpc.stages import RemoteStages, ServiceStubs, image_facts
 from semforge.security import current_identity, service_channel
 from semforge.storage import BLOB_PREFIX, ObjectNotFound, ObjectStore, open_store, validate_key
 
+from .follow import follow
+
 log = logging.getLogger("semforge.gateway")
 
 
@@ -168,7 +170,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     @map_exceptions
     def Analyze(self, request, context):
         job = self._create(request)
-        for ev in self.runner.events.stream(job.job_id, context.is_active):
+        for ev in follow(self.runner, job.job_id, context, current_identity()):  # (#12: across a drain)
             yield gateway_pb2.AnalyzeResponse(event=ev)
         yield gateway_pb2.AnalyzeResponse(job=self.runner.get(job.job_id, current_identity()))
 
@@ -201,7 +203,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def WatchJob(self, request, context):
         ident = current_identity()
         self.runner.get(request.job_id, ident)
-        for ev in self.runner.events.stream(request.job_id, context.is_active):
+        for ev in follow(self.runner, request.job_id, context, ident):
             yield gateway_pb2.WatchJobResponse(event=ev)
         yield gateway_pb2.WatchJobResponse(job=self.runner.get(request.job_id, ident))
 

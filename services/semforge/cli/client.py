@@ -9,7 +9,9 @@ from ._common import RemoteAnalysis, add_analysis_options, analyze_remote, check
 
 def register(sub) -> None:
     c = sub.add_parser("client", help="instrument-PC client of a running gateway")
-    c.add_argument("--server", default="127.0.0.1:50051")
+    c.add_argument("--server", "--gateway", dest="server", default=None, metavar="HOST:PORT[,HOST:PORT...]",
+                   help="the gateway, or several replicas comma-separated (round robin, a replica that drains or "
+                        "is down is skipped); default $SEMFORGE_GATEWAY or 127.0.0.1:50051")
     csub = c.add_subparsers(dest="action", required=True)
     ca = csub.add_parser("analyze", help="upload, analyse with progress, fetch the report")
     ca.add_argument("images", nargs="+", metavar="IMAGE")
@@ -35,7 +37,6 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..client import GatewayClient
     from ..common.v1 import common_pb2
-    from ..gateway.v1 import gateway_pb2
 
     if args.action == "analyze":
         check_inputs(args.images)
@@ -58,13 +59,13 @@ def run(args: argparse.Namespace) -> int:
             n = c.delete_job(args.job_id)
             print(f"{args.job_id}\tdeleted ({n} objects)")
         elif args.action == "status":
-            j = c.stub.GetJob(gateway_pb2.GetJobRequest(job_id=args.job_id)).job
+            j = c.get_job(args.job_id)
             print(f"{j.job_id}\t{state(j.state)}\t{j.images_done}/{j.images_total}\t{j.message}")
         elif args.action == "cancel":
-            j = c.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=args.job_id)).job
+            j = c.cancel_job(args.job_id)
             print(f"{j.job_id}\t{state(j.state)}")
         elif args.action == "fetch":
-            j = c.stub.GetJob(gateway_pb2.GetJobRequest(job_id=args.job_id)).job
+            j = c.get_job(args.job_id)
             files = c.download_outputs(j, args.out)
             print(f"{len(files)} file(s) -> {args.out}")
     return 0
