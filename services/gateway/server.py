@@ -27,6 +27,7 @@ from semforge.rpc.stages import RemoteStages, ServiceStubs, image_facts
 from semforge.security import current_identity, service_channel
 from semforge.storage import BLOB_PREFIX, ObjectNotFound, ObjectStore, open_store, validate_key
 
+from .batch import BatchConfig, BatchRpcs, BatchService
 from .follow import follow
 
 log = logging.getLogger("semforge.gateway")
@@ -109,9 +110,11 @@ def job_runner(store: ObjectStore, cfg: GatewayConfig) -> JobRunner:
                      retention_days=cfg.retention_days, retention_max_jobs=cfg.retention_max_jobs)
 
 
-class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+class GatewayServicer(BatchRpcs, gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, store: ObjectStore, runner: JobRunner, cfg: GatewayConfig):
         self.store, self.runner, self.cfg = store, runner, cfg
+        # batch RPCs (#12, services/gateway/batch.py); their drivers stop with the job runner (SIGTERM)
+        self.batches = BatchService(store, BatchConfig.from_env(store, cfg.store), runner.stopping)
 
     @map_exceptions
     def Upload(self, request_iterator, context):
@@ -240,6 +243,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                                          f"{common_pb2.JobState.Name(job.state)}); wait for it to finish")
                 raise ObjectNotFound(f"job {job.job_id} has no output {request.name!r}; available: {', '.join(names)}")
             key = job.outputs[request.name].key
+        elif request.batch_id:  # a batch report file (#12)
+            key = self.batches.output_key(request.batch_id, request.name, ident)
         elif request.ref.key:
             key = self._ref_key(request.ref.key, ident)
         else:

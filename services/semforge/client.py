@@ -105,7 +105,7 @@ class GatewayClient:
     def __exit__(self, *exc):
         self.close()
 
-    def _retrying(self, call: Callable[[], object]) -> object:
+    def retrying(self, call: Callable[[], object]) -> object:
         """``call()``, repeated (with backoff, up to ``busy_wait_s``) while the gateway is UNAVAILABLE or busy (a
         replica replaced, every replica restarting): only for calls that are safe to repeat. Counts ``retries``."""
         give_up = time.monotonic() + self.busy_wait_s
@@ -133,11 +133,11 @@ class GatewayClient:
         return self.stub.SubmitJob(gateway_pb2.SubmitJobRequest(request=req), timeout=self.timeout_s).job
 
     def get_job(self, job_id: str) -> common_pb2.Job:
-        return self._retrying(lambda: self.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id),
+        return self.retrying(lambda: self.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id),
                                                        timeout=self.timeout_s).job)
 
     def cancel_job(self, job_id: str) -> common_pb2.Job:
-        return self._retrying(lambda: self.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=job_id),
+        return self.retrying(lambda: self.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=job_id),
                                                           timeout=self.timeout_s).job)
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
@@ -178,7 +178,7 @@ class GatewayClient:
 
         # a busy gateway refuses the stream before reading it, a replica that went away drops it: wait, send again
         # (content addressed: a repeat stores nothing twice)
-        return self._retrying(lambda: self.stub.Upload(messages(), timeout=max(self.timeout_s, 600)))
+        return self.retrying(lambda: self.stub.Upload(messages(), timeout=max(self.timeout_s, 600)))
 
     def analyze(self, refs, names, options: common_pb2.AnalysisOptions, *, sample: str = "sample",
                 progress: Callable[[common_pb2.ProgressEvent], None] | None = None) -> common_pb2.Job:
@@ -279,7 +279,7 @@ class GatewayClient:
 
     def list_jobs(self, *, page_size: int = 100, page_token: str = "") -> tuple[list, str]:
         """One page of the caller's jobs, newest first, and the token of the next page ("" on the last)."""
-        r = self._retrying(lambda: self.stub.ListJobs(gateway_pb2.ListJobsRequest(
+        r = self.retrying(lambda: self.stub.ListJobs(gateway_pb2.ListJobsRequest(
             page_size=page_size, page_token=page_token), timeout=self.timeout_s))
         return list(r.jobs), r.next_page_token
 
@@ -310,7 +310,7 @@ class GatewayClient:
                     n += len(msg.data)
             return n
 
-        n = self._retrying(fetch)
+        n = self.retrying(fetch)
         os.replace(tmp, dest)
         return n
 

@@ -66,9 +66,10 @@ def main() -> None:
         "",
         f"Scaling 1 -> 2 workers: x{t1 / t2:.2f} images/hour. Per-image overhead of a shard vs in process: "
         f"{(t1 - t_in) / n:+.2f} s (worker start and model load, store writes, the report re-reading the store).",
-        "Each worker's ONNX Runtime session uses every core (intra-op threads = cores), so on 2 busy cores two "
-        "workers compete for the same cores instead of adding throughput; the scaling ratio means something only "
-        "with more idle cores than workers (or one thread per worker).",
+        f"Each local worker's ONNX Runtime sessions (segmenter, shape classifier) and OpenMP get "
+        f"max(1, cores // workers) intra-op threads ({os.cpu_count()} // 1 and {os.cpu_count()} // 2 here; "
+        "`SEMFORGE_WORKER_THREADS`); the in-process run uses every core. Other jobs on the machine take cores "
+        "from both runs alike; the load average above says how busy it was.",
         "",
         "Reproduce: `make bench-batch` (`python tests/bench/batch_scaling.py --images "
         f"{n} --write docs/deploy.md`).",

@@ -31,6 +31,9 @@ def register(sub) -> None:
     cf = csub.add_parser("fetch", help="download a job's report")
     cf.add_argument("job_id")
     cf.add_argument("--out", required=True)
+    from ..batch.remote import register_client  # `semforge client batch submit|status|cancel|fetch` (#12)
+
+    register_client(csub)
     c.set_defaults(func=run)
 
 
@@ -43,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
         return analyze_remote(RemoteAnalysis.from_args(args))
     state = common_pb2.JobState.Name
     with GatewayClient(args.server) as c:
+        if args.action == "batch":
+            from ..batch.remote import run_client
+
+            return run_client(args, c)
         if args.action == "upload":
             check_inputs(args.images)
             for p in args.images:
