@@ -5,7 +5,8 @@ Settings (environment): ``BATCH_BACKEND`` ``local`` (default: worker processes b
 cores // workers threads) or ``kubernetes`` (an Indexed Job per batch through the ``kubernetes`` client, in the
 cluster the pod runs in); ``BATCH_WORKERS`` (parallel workers, default 2); ``BATCH_IMAGE``,
 ``BATCH_NAMESPACE``, ``BATCH_STORE_SECRET`` (kubernetes: the worker image, the namespace of the Jobs, the
-Secret with the store's ``accessKey``/``secretKey``).
+Secret with the store's ``accessKey``/``secretKey``); ``BATCH_THREADS`` (local: threads per worker, default
+cores // workers -- in a pod ``os.cpu_count()`` is the node's, so the chart sets it).
 
 Store layout besides the library's (``batches/<id>/manifest.json`` carries ``tenant`` and ``owner``)::
 
@@ -56,6 +57,7 @@ class BatchConfig:
     namespace: str = "default"
     store_secret: str = ""
     store_url: str = ""
+    threads: int = 0
 
     @classmethod
     def from_env(cls, store: ObjectStore, store_url: str | None) -> "BatchConfig":
@@ -65,7 +67,8 @@ class BatchConfig:
         root = getattr(store, "root", None)
         return cls(backend=backend, workers=env_int("BATCH_WORKERS", 2, minimum=1), image=env_str("BATCH_IMAGE", ""),
                    namespace=env_str("BATCH_NAMESPACE", "default"), store_secret=env_str("BATCH_STORE_SECRET", ""),
-                   store_url=store_url or (str(root) if root is not None else ""))
+                   store_url=store_url or (str(root) if root is not None else ""),
+                   threads=env_int("BATCH_THREADS", 0, minimum=0))
 
 
 def _rfc3339(t: float) -> str:
@@ -227,7 +230,8 @@ class BatchService:
         try:
             self._put_state(batch_id, state="RUNNING")
             if self.cfg.backend == "local":
-                st = LocalWorkers(self.cfg.store_url, workers=self.cfg.workers).run(self.store, m, stop=stop)
+                st = LocalWorkers(self.cfg.store_url, workers=self.cfg.workers,
+                                  threads=self.cfg.threads or None).run(self.store, m, stop=stop)
             else:
                 st = self._kubernetes().run(self.store, m, stop=stop)
             st = batch_status(self.store, batch_id)
