@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -47,6 +48,7 @@ log = logging.getLogger("semforge.gateway.batch")
 S = common_pb2
 FINISHED = (S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED)
 POLL_S = 0.5
+_BATCH_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
@@ -99,10 +101,9 @@ class BatchService:
     def _manifest(self, batch_id: str, ident) -> dict:
         from semforge.batch import load_manifest
 
-        try:
-            validate_key(f"batches/{batch_id}/manifest.json")
-            m = load_manifest(self.store, batch_id) if batch_id else None
-        except (NotFound, ValueError):
+        try:  # ids are what SubmitBatch made (32 hex digits): nothing else is looked up
+            m = load_manifest(self.store, batch_id) if _BATCH_ID.fullmatch(batch_id or "") else None
+        except NotFound:
             m = None
         if m is None or "tenant" not in m or not visible(ident, m["tenant"]):  # foreign = unknown
             raise NotFound(f"no batch {batch_id!r}; SubmitBatch returns the id", field="batch_id")
