@@ -13,11 +13,16 @@ Store layout besides the library's (``batches/<id>/manifest.json`` carries ``ten
     batches/<id>/state.json        state, message, finished_at, backend, outputs (written by the driving replica)
     batches/<id>/report/<file>     the sample report once SUCCEEDED
 
+    batches/<id>/lease/<n>         create-only: the replica that wrote it drives generation n of the batch
+    batch-released/<id>            a stopping replica gave the batch up: another one resumes it at once
+
 Any replica answers ``GetBatch``/``WatchBatch``/``CancelBatch``/``Download`` (everything is in the store); the
 replica that accepted the batch drives it. When that replica stops (SIGTERM) before the batch ends, it stops
-its workers and records the batch FAILED with how many images are done: submitting the same images again
-reuses every finished result (content addressed). A batch of another tenant answers NOT_FOUND like an unknown
-id.
+its local workers (finished images stay done), writes ``batch-released/<id>``, and another replica takes the
+next lease and runs the shards again (finished images are skipped): a rolling replacement of the gateways
+loses no batch. A replica killed without SIGTERM releases nothing: that batch stays RUNNING until it is
+submitted again (every finished result is reused). A Kubernetes Job needs no driver and goes on; only its
+report then needs ``semforge batch report``. A batch of another tenant answers NOT_FOUND like an unknown id.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import re
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +91,9 @@ class BatchService:
         self.stopping = stopping or threading.Event()
         self._driving: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
+        self.replica = uuid.uuid4().hex[:8]
         threading.Thread(target=self._on_stop, name="batch-stop", daemon=True).start()
+        threading.Thread(target=self._resume_released, name="batch-resume", daemon=True).start()
 
     # -- records -----------------------------------------------------------------------------------------------
     def _state(self, batch_id: str) -> dict:
@@ -157,13 +165,19 @@ class BatchService:
             images.append((name, ref.key))
         m = submit_stored_batch(self.store, images, shards=req.shards or self.cfg.workers, settings=settings,
                                 name=req.sample or "sample", extra={"tenant": tenant, "owner": owner_of(ident)})
-        self._put_state(m["id"], state="QUEUED", backend=self.cfg.backend)
+        self.store.put_if_absent(f"batches/{m['id']}/lease/0", self.replica.encode())
+        self._put_state(m["id"], state="QUEUED", backend=self.cfg.backend, generation=0)
+        self._start(m)
+        log.info("batch %s: %d images in %d shards (%s)", m["id"], m["images"], len(m["shards"]), self.cfg.backend)
+        return self._pb(m)
+
+    def _start(self, m: dict) -> None:
         stop = threading.Event()
         with self._lock:
             self._driving[m["id"]] = stop
-        threading.Thread(target=self._drive, args=(m, stop), name=f"batch-{m['id'][:8]}", daemon=True).start()
-        log.info("batch %s: %d images in %d shards (%s)", m["id"], m["images"], len(m["shards"]), self.cfg.backend)
-        return self._pb(m)
+        # not a daemon (said explicitly: a thread inherits it from its creator, and gRPC's handler threads are
+        # daemons): on SIGTERM the process waits for the driver to stop its workers and release the batch
+        threading.Thread(target=self._drive, args=(m, stop), name=f"batch-{m['id'][:8]}", daemon=False).start()
 
     def get(self, batch_id: str, ident) -> gateway_pb2.Batch:
         return self._pb(self._manifest(batch_id, ident))
@@ -243,10 +257,12 @@ class BatchService:
                 self._put_state(batch_id, message=(  # the Job needs no driver; only the report needs one
                     f"the gateway replica following it stopped at {st['done']} of {st['images']} images; its Job goes "
                     f"on: write the report with `semforge batch report {batch_id} --store ...` once it is done"))
-            elif stop.is_set() and st["done"] < st["images"]:
-                self._put_state(batch_id, state="FAILED", finished_at=_rfc3339(time.time()), message=(
-                    f"the gateway replica driving it stopped after {st['done']} of {st['images']} images; submit "
-                    "the same images again: finished results are reused"))
+            elif stop.is_set() and st["done"] < st["images"]:  # SIGTERM: another replica resumes it at once
+                self._put_state(batch_id, state="RUNNING", message=(
+                    f"released by a stopping gateway replica at {st['done']} of {st['images']} images; another "
+                    "replica resumes it"))
+                self.store.put_bytes(f"batch-released/{batch_id}", self.replica.encode())
+                log.info("batch %s released to the other replicas", batch_id)
             elif st["done"] < st["images"]:
                 self._put_state(batch_id, state="FAILED", finished_at=_rfc3339(time.time()), message=(
                     f"{st['images'] - st['done']} of {st['images']} images have no result (a worker failed; the "
@@ -281,6 +297,31 @@ class BatchService:
                     self.store.put_bytes(key, p.read_bytes())
                     outputs[rel] = key
         return outputs
+
+    def _resume_released(self) -> None:
+        """Take over batches that a stopping replica released: one create-only lease per generation, so exactly
+        one replica resumes each."""
+        from semforge.batch import load_manifest
+
+        while not self.stopping.wait(1.0):
+            try:
+                released = self.store.list_after("batch-released/")
+            except Exception:  # noqa: BLE001 - store down: try again next second
+                continue
+            for key in released:
+                batch_id = key.split("/", 1)[1]
+                if self.stopping.is_set() or not _BATCH_ID.fullmatch(batch_id):
+                    break
+                try:
+                    gen = int(self._state(batch_id).get("generation", 0)) + 1
+                    if not self.store.put_if_absent(f"batches/{batch_id}/lease/{gen}", self.replica.encode()):
+                        continue  # another replica took it
+                    self._put_state(batch_id, generation=gen, message="resumed by another gateway replica")
+                    self.store.delete(key)
+                    log.info("resuming released batch %s (generation %d)", batch_id, gen)
+                    self._start(load_manifest(self.store, batch_id))
+                except Exception:  # noqa: BLE001 - the next scan tries again
+                    log.exception("could not resume batch %s", batch_id)
 
     def _on_stop(self) -> None:
         self.stopping.wait()

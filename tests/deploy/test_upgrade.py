@@ -60,7 +60,7 @@ class Cluster:
             env.update(SEGMENT_ADDR=f"127.0.0.1:{self.ports['segment']}",
                        MEASURE_ADDR=f"127.0.0.1:{self.ports['measure']}",
                        CLASSIFY_ADDR=f"127.0.0.1:{self.ports['classify']}",
-                       RESUME_AFTER_S="10", JOB_WORKERS="1")
+                       RESUME_AFTER_S="10", JOB_WORKERS="1", BATCH_WORKERS="1", BATCH_THREADS="1")
         return env
 
     def start(self, name):
@@ -206,6 +206,7 @@ def test_rolling_replacement_of_both_gateways_mid_job_loses_nothing(cluster, tmp
         stop.set()
         threads[1].join(10)
         assert not calls.errors, calls.errors
+        assert "job" in watched, "the job did not finish within 600 s"
         final = watched["job"]
         assert final.state == common_pb2.JOB_STATE_SUCCEEDED, final.message
         assert final.images_done == N
@@ -238,4 +239,85 @@ def test_rolling_replacement_of_both_gateways_mid_job_loses_nothing(cluster, tmp
         stop_all = locals().get("stop")
         if stop_all is not None:
             stop_all.set()
+        client.close()
+
+
+def test_rolling_replacement_of_both_gateways_mid_batch_loses_nothing(cluster, tmp_path):
+    """The same roll during a 50-image batch (SubmitBatch, local back end): the driving replica stops its workers
+    and releases the batch on SIGTERM, the other takes it over (finished images skipped); 50/50, one report."""
+    from semforge.batch import remote
+
+    paths = _images(tmp_path / "images")
+    for name in MODULES:
+        cluster.wait_serving(name)
+    calls = Calls()
+    client = GatewayClient(f"{cluster.address('gateway_a')},{cluster.address('gateway_b')}", busy_wait_s=120)
+    stop = threading.Event()
+    t_start = time.monotonic()
+    try:
+        calls("wait_ready", client.wait_ready, 30)
+        refs = [calls("upload", client.upload, p).image.ref for p in paths]
+        names = [p.stem for p in paths]
+        batch = calls("submit", remote.submit, client, refs, names, sample="upgrade", shards=1)
+        watched: dict = {}
+        events: list = []
+        polled: list = []
+
+        def watch():
+            try:
+                watched["batch"] = calls("watch", remote.watch, client, batch.batch_id, progress=events.append)
+            except Exception:  # noqa: BLE001 - counted by Calls
+                pass
+
+        def poll():
+            while not stop.is_set():
+                try:
+                    polled.append(calls("get", remote.get, client, batch.batch_id).images_done)
+                except Exception:  # noqa: BLE001 - counted by Calls
+                    pass
+                stop.wait(0.3)
+
+        threads = [threading.Thread(target=watch, daemon=True), threading.Thread(target=poll, daemon=True)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 300
+        while not polled or polled[-1] < 1:
+            assert time.monotonic() < deadline, "the batch did not start"
+            time.sleep(0.2)
+        t_roll = time.monotonic()
+        rolled = [cluster.replace("gateway_a"), cluster.replace("gateway_b")]
+        roll_s = time.monotonic() - t_roll
+        after_roll = calls("get", remote.get, client, batch.batch_id)
+        assert after_roll.state not in FINISHED and after_roll.images_done < N, \
+            f"batch finished before the roll ended ({after_roll.images_done}/{N}): give it more work"
+        threads[0].join(600)
+        stop.set()
+        threads[1].join(10)
+        assert not calls.errors, calls.errors
+        assert "batch" in watched, "the batch did not finish within 600 s"
+        final = watched["batch"]
+        assert final.state == common_pb2.JOB_STATE_SUCCEEDED, final.message
+        assert final.images_done == final.images_total == N
+        out = tmp_path / "report"
+        files = calls("download", remote.download_report, client, final, out)
+        rows = list(csv.DictReader(io.StringIO((out / "summary.csv").read_text())))
+        first = (rows[0]["measure"], rows[0]["column"])
+        per_image = {r["scope"]: int(float(r["count"])) for r in rows
+                     if r["scope"].startswith("img") and (r["measure"], r["column"]) == first}
+        pooled = [int(float(r["count"])) for r in rows
+                  if not r["scope"].startswith("img") and (r["measure"], r["column"]) == first]
+        assert sorted(per_image) == names and all(v > 0 for v in per_image.values())
+        assert pooled == [sum(per_image.values())]
+        # each image's result written once (content addressed, 'done' last) and the batch resumed, not restarted
+        store = cluster.tmp / "store"
+        assert len(list((store / "batch-results").glob("*/done"))) == N
+        leases = sorted(p.name for p in (store / "batches" / batch.batch_id / "lease").iterdir())
+        assert len(leases) >= 2, leases  # driven by more than one replica
+        figures = {"images": N, "total_s": round(time.monotonic() - t_start, 1), "roll_s": round(roll_s, 1),
+                   "replacements": rolled, "images_done_after_roll": after_roll.images_done,
+                   "drivers": len(leases), "client_calls": dict(calls.counts), "errors_surfaced": len(calls.errors),
+                   "client_retries": client.retries, "files_downloaded": len(files)}
+        print("\nUPGRADE BATCH FIGURES " + json.dumps(figures))
+    finally:
+        stop.set()
         client.close()
