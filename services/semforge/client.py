@@ -89,6 +89,7 @@ class GatewayClient:
         self.address = address or default_gateway()
         self.busy_wait_s = busy_wait_s  # how long analyze() waits for a busy gateway (RESOURCE_EXHAUSTED + hint)
         self.retries = 0  # calls repeated after UNAVAILABLE / busy, streams re-attached: never surfaced to the caller
+        self.unavailable_wait_s = 20.0  # how long a call safe to repeat waits for some gateway to answer
         target, lb_options = channel_target(self.address)
         # token: explicit, $SEMFORGE_TOKEN, $SEMFORGE_TOKEN_FILE or $SEMFORGE_HOME/token; TLS from $SEMFORGE_TLS_*
         self.channel = open_channel(target, token=client_token(token),
@@ -108,14 +109,17 @@ class GatewayClient:
     def retrying(self, call: Callable[[], object]) -> object:
         """``call()``, repeated (with backoff, up to ``busy_wait_s``) while the gateway is UNAVAILABLE or busy (a
         replica replaced, every replica restarting): only for calls that are safe to repeat. Counts ``retries``."""
-        give_up = time.monotonic() + self.busy_wait_s
+        t0 = time.monotonic()
         delay = 0.2
         while True:
             try:
                 return call()
             except grpc.RpcError as exc:
                 hint = _busy_hint(exc)
-                if (exc.code() != grpc.StatusCode.UNAVAILABLE and hint is None) or time.monotonic() > give_up:
+                # busy: as long as busy_wait_s; no gateway at all: unavailable_wait_s (a replica comes back in
+                # seconds during an upgrade; a gateway that is down should not keep a command waiting minutes)
+                limit = self.busy_wait_s if hint is not None else min(self.busy_wait_s, self.unavailable_wait_s)
+                if (exc.code() != grpc.StatusCode.UNAVAILABLE and hint is None) or time.monotonic() - t0 > limit:
                     raise
                 self.retries += 1
                 time.sleep(hint or delay)
