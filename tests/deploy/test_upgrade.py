@@ -1,4 +1,5 @@
-"""The upgrade proof (#12): a rolling replacement of both gateway replicas during a 50-image job loses nothing.
+"""The upgrade proof (#12): a rolling replacement of both gateway replicas during a 50-image job, and during a
+50-image batch (SubmitBatch, local back end), loses nothing.
 
 Every service is a real process on 127.0.0.1 (segment, measure, classify, gateway A and B on one local store).
 The client is given both gateways (``GatewayClient("127.0.0.1:A,127.0.0.1:B")``: round robin with health
