@@ -245,10 +245,16 @@ class BatchService:
         try:
             self._put_state(batch_id, state="RUNNING")
             if self.cfg.backend == "local":
-                st = LocalWorkers(self.cfg.store_url, workers=self.cfg.workers,
-                                  threads=self.cfg.threads or None).run(self.store, m, stop=stop)
+                LocalWorkers(self.cfg.store_url, workers=self.cfg.workers,
+                             threads=self.cfg.threads or None).run(self.store, m, stop=stop)
             else:
-                st = self._kubernetes().run(self.store, m, stop=stop)
+                try:
+                    self._kubernetes().run(self.store, m, stop=stop)
+                except Exception as exc:  # noqa: BLE001 - say what to fix
+                    raise RuntimeError(
+                        f"BATCH_BACKEND=kubernetes could not run the batch's Job ({type(exc).__name__}: {exc}); the "
+                        "gateway needs a cluster: run it in one (a service account with create/get/delete on jobs) "
+                        "or set KUBECONFIG") from exc
             st = batch_status(self.store, batch_id)
             if st["cancelled"]:
                 self._put_state(batch_id, state="CANCELLED", message=f"cancelled after {st['done']} of {st['images']} "

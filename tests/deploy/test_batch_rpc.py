@@ -144,3 +144,24 @@ def test_cancel_stops_the_workers_and_bad_requests_are_clear(gw, images, tmp_pat
             with pytest.raises(grpc.RpcError) as info:
                 a.stub.SubmitBatch(req)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and what in info.value.details()
+
+
+def test_kubernetes_back_end_without_a_cluster_fails_the_batch_with_the_reason(tmp_path, images, monkeypatch):
+    """BATCH_BACKEND=kubernetes is wired to the Indexed Job back end; with no cluster to reach (no KUBECONFIG,
+    not in a pod) the batch ends FAILED and says why, instead of hanging in RUNNING."""
+    pytest.importorskip("kubernetes")
+    for k in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kube/config either
+    monkeypatch.setenv("BATCH_BACKEND", "kubernetes")
+    monkeypatch.setenv("BATCH_IMAGE", "semforge-cpu:0.1.0")
+    g = Gateway(tmp_path)
+    try:
+        with GatewayClient(g.address, token=g.token("alice", "lab-a")) as a:
+            refs = [a.upload(p).image.ref for p in sorted(images.glob("*.tif"))]
+            b = remote.submit(a, refs, sample="k8s")
+            assert b.backend == "kubernetes"
+            end = remote.watch(a, b.batch_id)
+            assert end.state == S.JOB_STATE_FAILED and "KUBECONFIG" in end.message and "config" in end.message.lower(), end.message
+    finally:
+        g.close()
