@@ -14,15 +14,18 @@ Store layout besides the library's (``batches/<id>/manifest.json`` carries ``ten
     batches/<id>/report/<file>     the sample report once SUCCEEDED
 
     batches/<id>/lease/<n>         create-only: the replica that wrote it drives generation n of the batch
+    batches/<id>/heartbeat         the driving replica's clock, every RESUME_AFTER_S / 4
     batch-released/<id>            a stopping replica gave the batch up: another one resumes it at once
+    active-batches/<id>            not finished (the stale-driver scan reads only these)
 
 Any replica answers ``GetBatch``/``WatchBatch``/``CancelBatch``/``Download`` (everything is in the store); the
 replica that accepted the batch drives it. When that replica stops (SIGTERM) before the batch ends, it stops
 its local workers (finished images stay done), writes ``batch-released/<id>``, and another replica takes the
 next lease and runs the shards again (finished images are skipped): a rolling replacement of the gateways
-loses no batch. A replica killed without SIGTERM releases nothing: that batch stays RUNNING until it is
-submitted again (every finished result is reused). A Kubernetes Job needs no driver and goes on; only its
-report then needs ``semforge batch report``. A batch of another tenant answers NOT_FOUND like an unknown id.
+loses no batch. A replica killed without SIGTERM releases nothing, but its heartbeat stops: once it is older
+than ``RESUME_AFTER_S`` another replica takes the next lease and resumes the batch (local workers die with
+the replica that started them: Linux parent-death signal). A Kubernetes Job needs no driver and goes on;
+only its report then needs ``semforge batch report``. A batch of another tenant answers NOT_FOUND like an unknown id.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from semforge.common.v1 import common_pb2
 from semforge.errors import NotFound, UserInputError
 from semforge.gateway.v1 import gateway_pb2
 from semforge.jobs.tenancy import no_object, owner_of, owns_upload, tenant_of, upload_name, visible
-from semforge.rpc import RpcAbort, env_int, env_str, map_exceptions
+from semforge.rpc import RpcAbort, env_float, env_int, env_str, map_exceptions
 from semforge.rpc.convert import analysis_options_from_pb
 from semforge.security import current_identity
 from semforge.storage import ObjectNotFound, ObjectStore, key_segment, validate_key
@@ -66,6 +69,7 @@ class BatchConfig:
     store_secret: str = ""
     store_url: str = ""
     threads: int = 0
+    resume_after_s: float = 60.0
 
     @classmethod
     def from_env(cls, store: ObjectStore, store_url: str | None) -> "BatchConfig":
@@ -76,7 +80,8 @@ class BatchConfig:
         return cls(backend=backend, workers=env_int("BATCH_WORKERS", 2, minimum=1), image=env_str("BATCH_IMAGE", ""),
                    namespace=env_str("BATCH_NAMESPACE", "default"), store_secret=env_str("BATCH_STORE_SECRET", ""),
                    store_url=store_url or (str(root) if root is not None else ""),
-                   threads=env_int("BATCH_THREADS", 0, minimum=0))
+                   threads=env_int("BATCH_THREADS", 0, minimum=0),
+                   resume_after_s=env_float("RESUME_AFTER_S", 60.0, minimum=1))
 
 
 def _rfc3339(t: float) -> str:
@@ -167,6 +172,7 @@ class BatchService:
                                 name=req.sample or "sample", extra={"tenant": tenant, "owner": owner_of(ident)})
         self.store.put_if_absent(f"batches/{m['id']}/lease/0", self.replica.encode())
         self._put_state(m["id"], state="QUEUED", backend=self.cfg.backend, generation=0)
+        self.store.put_bytes(f"active-batches/{m['id']}", b"")
         self._start(m)
         log.info("batch %s: %d images in %d shards (%s)", m["id"], m["images"], len(m["shards"]), self.cfg.backend)
         return self._pb(m)
@@ -242,6 +248,18 @@ class BatchService:
         from semforge.batch import LocalWorkers, batch_status
 
         batch_id = m["id"]
+        ended = threading.Event()
+
+        def beat():  # the replica is alive and drives this batch
+            while True:
+                try:
+                    self.store.put_bytes(f"batches/{batch_id}/heartbeat", repr(time.time()).encode())
+                except Exception:  # noqa: BLE001 - store down: the next beat tries again
+                    pass
+                if ended.wait(self.cfg.resume_after_s / 4):
+                    return
+
+        threading.Thread(target=beat, name=f"batch-beat-{batch_id[:8]}", daemon=True).start()
         try:
             self._put_state(batch_id, state="RUNNING")
             if self.cfg.backend == "local":
@@ -287,6 +305,12 @@ class BatchService:
             except Exception:  # noqa: BLE001 - the store is down: nothing more to record
                 pass
         finally:
+            ended.set()
+            try:
+                if self._state(batch_id).get("state") in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                    self.store.delete(f"active-batches/{batch_id}")
+            except Exception:  # noqa: BLE001 - the scan drops it later
+                pass
             with self._lock:
                 self._driving.pop(batch_id, None)
 
@@ -309,25 +333,54 @@ class BatchService:
         one replica resumes each."""
         from semforge.batch import load_manifest
 
+        def take_over(batch_id: str, why: str) -> None:
+            gen = int(self._state(batch_id).get("generation", 0)) + 1
+            if not self.store.put_if_absent(f"batches/{batch_id}/lease/{gen}", self.replica.encode()):
+                return  # another replica took it
+            self._put_state(batch_id, generation=gen, message=f"resumed by another gateway replica ({why})")
+            self.store.delete(f"batch-released/{batch_id}")
+            log.info("resuming %s batch %s (generation %d)", why, batch_id, gen)
+            self._start(load_manifest(self.store, batch_id))
+
+        tick = 0
         while not self.stopping.wait(1.0):
+            tick += 1
             try:
-                released = self.store.list_after("batch-released/")
+                released = [k.split("/", 1)[1] for k in self.store.list_after("batch-released/")]
+                # every 5 s: batches whose driver died without releasing them (SIGKILL, node lost)
+                active = [k.split("/", 1)[1] for k in self.store.list_after("active-batches/")] if tick % 5 == 0 else []
             except Exception:  # noqa: BLE001 - store down: try again next second
                 continue
-            for key in released:
-                batch_id = key.split("/", 1)[1]
-                if self.stopping.is_set() or not _BATCH_ID.fullmatch(batch_id):
+            for batch_id, why in [(b, "released") for b in released] + [(b, "stale") for b in active]:
+                if self.stopping.is_set():
                     break
+                if not _BATCH_ID.fullmatch(batch_id):
+                    continue
+                with self._lock:
+                    if batch_id in self._driving:
+                        continue
                 try:
-                    gen = int(self._state(batch_id).get("generation", 0)) + 1
-                    if not self.store.put_if_absent(f"batches/{batch_id}/lease/{gen}", self.replica.encode()):
-                        continue  # another replica took it
-                    self._put_state(batch_id, generation=gen, message="resumed by another gateway replica")
-                    self.store.delete(key)
-                    log.info("resuming released batch %s (generation %d)", batch_id, gen)
-                    self._start(load_manifest(self.store, batch_id))
+                    if why == "stale" and not self._stale(batch_id):
+                        continue
+                    take_over(batch_id, why)
                 except Exception:  # noqa: BLE001 - the next scan tries again
                     log.exception("could not resume batch %s", batch_id)
+
+    def _stale(self, batch_id: str) -> bool:
+        """Not finished, driven by local workers, and its driver's heartbeat older than RESUME_AFTER_S."""
+        doc = self._state(batch_id)
+        if doc.get("state") in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            self.store.delete(f"active-batches/{batch_id}")
+            return False
+        if doc.get("backend", "local") != "local" or self.store.exists(f"batch-released/{batch_id}"):
+            return False  # a Job needs no driver; a released batch is taken over by the released path
+        try:
+            beat = float(self.store.get_bytes(f"batches/{batch_id}/heartbeat"))
+        except (ObjectNotFound, ValueError):  # its replica died before the first beat: count from the submission
+            from semforge.batch import load_manifest
+
+            beat = float(load_manifest(self.store, batch_id)["created"])
+        return time.time() - beat > self.cfg.resume_after_s
 
     def _on_stop(self) -> None:
         self.stopping.wait()

@@ -322,3 +322,60 @@ def test_rolling_replacement_of_both_gateways_mid_batch_loses_nothing(cluster, t
     finally:
         stop.set()
         client.close()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def test_batch_resumes_after_both_gateways_are_killed(cluster, tmp_path):
+    """SIGKILL (no drain, nothing released) of both gateways mid-batch: their worker processes die with them
+    (parent-death signal), and once the driver's heartbeat is older than RESUME_AFTER_S a restarted replica
+    takes the next lease and finishes the batch: 50/50, each result written once."""
+    from semforge.batch import remote
+
+    paths = _images(tmp_path / "images")
+    for name in MODULES:
+        cluster.wait_serving(name)
+    client = GatewayClient(f"{cluster.address('gateway_a')},{cluster.address('gateway_b')}", busy_wait_s=120)
+    try:
+        client.wait_ready(30)
+        refs = [client.upload(p).image.ref for p in paths]
+        batch = remote.submit(client, refs, [p.stem for p in paths], sample="killed", shards=1)
+        deadline = time.monotonic() + 300
+        while remote.get(client, batch.batch_id).images_done < 1:
+            assert time.monotonic() < deadline, "the batch did not start"
+            time.sleep(0.2)
+        workers = [c for g in ("gateway_a", "gateway_b") for c in _children(cluster.procs[g].pid)]
+        assert workers, "no batch worker process found under the gateways"
+        for g in ("gateway_a", "gateway_b"):
+            cluster.procs[g].send_signal(signal.SIGKILL)
+            cluster.procs[g].wait(10)
+        time.sleep(2.0)
+        assert not [w for w in workers if os.path.exists(f"/proc/{w}") and
+                    open(f"/proc/{w}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"], "a worker outlived its gateway"
+        for g in ("gateway_a", "gateway_b"):
+            cluster.start(g)
+        for g in ("gateway_a", "gateway_b"):
+            cluster.wait_serving(g)
+        mid = remote.get(client, batch.batch_id)
+        assert mid.state not in FINISHED and mid.images_done < N, (mid.state, mid.images_done)
+        final = remote.watch(client, batch.batch_id)
+        assert final.state == common_pb2.JOB_STATE_SUCCEEDED, final.message
+        assert final.images_done == N and "report.html" in final.outputs
+        store = cluster.tmp / "store"
+        assert len(list((store / "batch-results").glob("*/done"))) == N
+        assert len(list((store / "batches" / batch.batch_id / "lease").iterdir())) >= 2
+        print(f"\nKILLED BATCH resumed: {mid.images_done}/{N} done when both replicas were back, "
+              f"retries {client.retries}")
+    finally:
+        client.close()

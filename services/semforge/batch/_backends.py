@@ -33,6 +33,16 @@ def _wait(store: ObjectStore, batch_id: str, alive: Callable[[], bool], progress
         time.sleep(poll_s)
 
 
+def _die_with_parent() -> None:
+    """In the worker, before exec: SIGTERM when the process that started it dies (Linux PR_SET_PDEATHSIG), so
+    a gateway killed without warning leaves no worker writing behind the replica that resumes its batch."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
 class LocalWorkers:
     """Shards as local worker processes (``python -m semforge.batch worker``), at most ``workers`` at a time.
 
@@ -78,7 +88,8 @@ class LocalWorkers:
                         failed[s] = p.returncode
             while pending and len(running) < self.workers:
                 s = pending.pop(0)
-                running[s] = subprocess.Popen(self._command(manifest["id"], s), env=self.env)
+                running[s] = subprocess.Popen(self._command(manifest["id"], s), env=self.env,
+                                              preexec_fn=_die_with_parent)
             return bool(running)
 
         try:
