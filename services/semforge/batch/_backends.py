@@ -33,14 +33,21 @@ def _wait(store: ObjectStore, batch_id: str, alive: Callable[[], bool], progress
         time.sleep(poll_s)
 
 
-def _die_with_parent() -> None:
-    """In the worker, before exec: SIGTERM when the process that started it dies (Linux PR_SET_PDEATHSIG), so
-    a gateway killed without warning leaves no worker writing behind the replica that resumes its batch."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
+def _die_with_parent():
+    """A ``preexec_fn`` that makes the worker get SIGTERM when the process that started it dies (Linux
+    PR_SET_PDEATHSIG), so a gateway killed without warning leaves no worker writing behind the replica that
+    resumes its batch. Resolved here, in the parent: the child only makes the C call (no import after fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import functools
+    import signal
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return functools.partial(prctl, 1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG = 1
 
 
 class LocalWorkers:
@@ -71,6 +78,7 @@ class LocalWorkers:
         pending = list(range(len(manifest["shards"])))
         running: dict[int, subprocess.Popen] = {}
         failed: dict[int, int] = {}
+        die_with_parent = _die_with_parent()
 
         def alive() -> bool:
             if stop is not None and stop.is_set():
@@ -89,7 +97,7 @@ class LocalWorkers:
             while pending and len(running) < self.workers:
                 s = pending.pop(0)
                 running[s] = subprocess.Popen(self._command(manifest["id"], s), env=self.env,
-                                              preexec_fn=_die_with_parent)
+                                              preexec_fn=die_with_parent)
             return bool(running)
 
         try:
