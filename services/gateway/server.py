@@ -28,6 +28,9 @@ from semforge.rpc.stages import RemoteStages, ServiceStubs, image_facts
 from semforge.security import current_identity, service_channel
 from semforge.storage import BLOB_PREFIX, ObjectNotFound, ObjectStore, open_store, validate_key
 
+from .batch import BatchConfig, BatchRpcs, BatchService
+from .follow import follow
+
 log = logging.getLogger("semforge.gateway")
 
 
@@ -112,9 +115,11 @@ def job_runner(store: ObjectStore, cfg: GatewayConfig) -> JobRunner:
                      max_active_per_tenant=cfg.max_active_jobs_per_tenant)
 
 
-class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+class GatewayServicer(BatchRpcs, gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, store: ObjectStore, runner: JobRunner, cfg: GatewayConfig):
         self.store, self.runner, self.cfg = store, runner, cfg
+        # batch RPCs (#12, services/gateway/batch.py); their drivers stop with the job runner (SIGTERM)
+        self.batches = BatchService(store, BatchConfig.from_env(store, cfg.store), runner.stopping)
 
     @map_exceptions
     def Upload(self, request_iterator, context):
@@ -181,7 +186,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     @map_exceptions
     def Analyze(self, request, context):
         job = self._create(request)
-        for ev in self.runner.events.stream(job.job_id, context.is_active):
+        for ev in follow(self.runner, job.job_id, context, current_identity()):  # (#12: across a drain)
             yield gateway_pb2.AnalyzeResponse(event=ev)
         yield gateway_pb2.AnalyzeResponse(job=self.runner.get(job.job_id, current_identity()))
 
@@ -214,7 +219,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def WatchJob(self, request, context):
         ident = current_identity()
         self.runner.get(request.job_id, ident)
-        for ev in self.runner.events.stream(request.job_id, context.is_active):
+        for ev in follow(self.runner, request.job_id, context, ident):
             yield gateway_pb2.WatchJobResponse(event=ev)
         yield gateway_pb2.WatchJobResponse(job=self.runner.get(request.job_id, ident))
 
@@ -251,6 +256,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                                          f"{common_pb2.JobState.Name(job.state)}); wait for it to finish")
                 raise ObjectNotFound(f"job {job.job_id} has no output {request.name!r}; available: {', '.join(names)}")
             key = job.outputs[request.name].key
+        elif request.batch_id:  # a batch report file (#12)
+            key = self.batches.output_key(request.batch_id, request.name, ident)
         elif request.ref.key:
             key = self._ref_key(request.ref.key, ident)
         else:

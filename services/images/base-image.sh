@@ -2,7 +2,8 @@
 # The project's own base image, no registry: a Debian bookworm minbase root filesystem made by debootstrap,
 # trimmed (docs, locales, apt lists) and imported into the engine.
 #   services/images/base-image.sh NAME [EXTRA_DEBIAN_PACKAGES,...]
-# semforge-base:bookworm     python3.11 + venv + CA certificates (every CPU service, translate/training)
+# semforge-base:bookworm     python3.11 + venv + CA certificates (translate/training)
+# semforge-base-ocr:bookworm + tesseract-ocr (the CPU services: scale-bar OCR, semforge.analysis._scalebar)
 # semforge-base-gl:bookworm  + the X/GL libraries Blender (bpy) loads even headless (render)
 set -euo pipefail
 name=$1; extra=${2:-}

@@ -8,7 +8,9 @@ kinds=("${@:-cpu}")
 services/images/dockerd.sh
 for kind in "${kinds[@]}"; do
   case $kind in
-    cpu|torch) base=semforge-base:bookworm; services/images/base-image.sh "$base" ;;
+    # the CPU services read scale bars with Tesseract OCR (semforge.analysis._scalebar): Debian's tesseract-ocr
+    cpu) base=semforge-base-ocr:bookworm; services/images/base-image.sh "$base" tesseract-ocr ;;
+    torch) base=semforge-base:bookworm; services/images/base-image.sh "$base" ;;
     render) base=semforge-base-gl:bookworm
             services/images/base-image.sh "$base" libx11-6,libxrender1,libxi6,libxkbcommon0,libsm6,libxext6,libxfixes3,libgl1,libglx0,libglvnd0 ;;
     *) echo "unknown image kind $kind (cpu, render, torch)" >&2; exit 2 ;;

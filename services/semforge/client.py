@@ -17,6 +17,7 @@ from .gateway.v1 import gateway_pb2, gateway_pb2_grpc
 __all__ = ["GatewayClient", "ProgressBar", "JobFailed", "StreamLost"]
 
 CHUNK = 1 << 20
+_FINISHED = (common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED)
 
 
 class ProgressBar:
@@ -79,15 +80,20 @@ def _busy_hint(exc: grpc.RpcError) -> float | None:
 
 
 class GatewayClient:
-    def __init__(self, address: str, *, timeout_s: float = 30.0, token: str | None = None,
+    def __init__(self, address: str | None = None, *, timeout_s: float = 30.0, token: str | None = None,
                  busy_wait_s: float = 300.0):
+        from ._gateway_addresses import channel_target, default_gateway
         from .security import client_token, open_channel
 
-        self.address = address
+        # one gateway HOST:PORT or several "H1:P1,H2:P2" (round robin, health-checked; _gateway_addresses)
+        self.address = address or default_gateway()
         self.busy_wait_s = busy_wait_s  # how long analyze() waits for a busy gateway (RESOURCE_EXHAUSTED + hint)
+        self.retries = 0  # calls repeated after UNAVAILABLE / busy, streams re-attached: never surfaced to the caller
+        self.unavailable_wait_s = 20.0  # how long a call safe to repeat waits for some gateway to answer
+        target, lb_options = channel_target(self.address)
         # token: explicit, $SEMFORGE_TOKEN, $SEMFORGE_TOKEN_FILE or $SEMFORGE_HOME/token; TLS from $SEMFORGE_TLS_*
-        self.channel = open_channel(address, token=client_token(token),
-                                    options=[("grpc.max_receive_message_length", 64 << 20)])
+        self.channel = open_channel(target, token=client_token(token),
+                                    options=[("grpc.max_receive_message_length", 64 << 20)] + lb_options)
         self.stub = gateway_pb2_grpc.GatewayServiceStub(self.channel)
         self.timeout_s = timeout_s
 
@@ -99,6 +105,44 @@ class GatewayClient:
 
     def __exit__(self, *exc):
         self.close()
+
+    def retrying(self, call: Callable[[], object]) -> object:
+        """``call()``, repeated (with backoff, up to ``busy_wait_s``) while the gateway is UNAVAILABLE or busy (a
+        replica replaced, every replica restarting): only for calls that are safe to repeat. Counts ``retries``."""
+        t0 = time.monotonic()
+        delay = 0.2
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as exc:
+                hint = _busy_hint(exc)
+                # busy: as long as busy_wait_s; no gateway at all: unavailable_wait_s (a replica comes back in
+                # seconds during an upgrade; a gateway that is down should not keep a command waiting minutes)
+                limit = self.busy_wait_s if hint is not None else min(self.busy_wait_s, self.unavailable_wait_s)
+                if (exc.code() != grpc.StatusCode.UNAVAILABLE and hint is None) or time.monotonic() - t0 > limit:
+                    raise
+                self.retries += 1
+                time.sleep(hint or delay)
+                delay = min(delay * 2, 5.0)
+
+    def submit(self, refs, names, options: common_pb2.AnalysisOptions | None = None, *,
+               sample: str = "sample") -> common_pb2.Job:
+        """Queue an analysis (``SubmitJob``) and return its record at once; follow it with :meth:`watch`. Not
+        repeated by the client (a repeat could queue the job twice): a draining replica finishes it first."""
+        from .storage import key_segment
+
+        names = [key_segment(n) for n in names] if names else names
+        req = gateway_pb2.AnalyzeRequest(images=refs, names=names, options=options or common_pb2.AnalysisOptions(),
+                                         sample=sample)
+        return self.stub.SubmitJob(gateway_pb2.SubmitJobRequest(request=req), timeout=self.timeout_s).job
+
+    def get_job(self, job_id: str) -> common_pb2.Job:
+        return self.retrying(lambda: self.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id),
+                                                       timeout=self.timeout_s).job)
+
+    def cancel_job(self, job_id: str) -> common_pb2.Job:
+        return self.retrying(lambda: self.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=job_id),
+                                                          timeout=self.timeout_s).job)
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -136,15 +180,9 @@ class GatewayClient:
                     if not b:
                         return
 
-        give_up = time.monotonic() + self.busy_wait_s
-        while True:
-            try:
-                return self.stub.Upload(messages(), timeout=max(self.timeout_s, 600))
-            except grpc.RpcError as exc:  # a busy gateway refuses the stream before reading it: wait, ask again
-                hint = _busy_hint(exc)
-                if hint is None or time.monotonic() > give_up:
-                    raise
-                time.sleep(hint)
+        # a busy gateway refuses the stream before reading it, a replica that went away drops it: wait, send again
+        # (content addressed: a repeat stores nothing twice)
+        return self.retrying(lambda: self.stub.Upload(messages(), timeout=max(self.timeout_s, 600)))
 
     def analyze(self, refs, names, options: common_pb2.AnalysisOptions, *, sample: str = "sample",
                 progress: Callable[[common_pb2.ProgressEvent], None] | None = None) -> common_pb2.Job:
@@ -173,6 +211,7 @@ class GatewayClient:
                 if received and job_id and exc.code() == grpc.StatusCode.UNAVAILABLE:
                     # the gateway went away mid-job (a replica replaced, a restart): the job lives in the store;
                     # follow it on through whichever replica answers next
+                    self.retries += 1
                     return self.watch(job_id, progress=progress)
                 # a gateway at its stream cap, or the caller's tenant at its limit of queued/running jobs
                 # (MAX_ACTIVE_JOBS_PER_TENANT), refuses before creating the job: wait as it says and ask again
@@ -183,9 +222,13 @@ class GatewayClient:
                     progress(common_pb2.ProgressEvent(stage="waiting", message=(
                         f"gateway busy ({exc.details()}); asking again for up to {self.busy_wait_s:.0f} s")))
                     told = True
+                self.retries += 1
                 time.sleep(hint)
         if job is None:
             raise RuntimeError("the gateway ended the analysis stream without a job record")
+        if job.state not in _FINISHED:  # the stream ended before the job did: follow it to its end
+            self.retries += 1
+            return self.watch(job.job_id, progress=progress)
         return job
 
     def watch(self, job_id: str, *, progress: Callable[[common_pb2.ProgressEvent], None] | None = None,
@@ -202,13 +245,18 @@ class GatewayClient:
                         progress(msg.event)
                     if msg.HasField("job"):
                         job = msg.job
-                if job is not None:
+                if job is not None and job.state in _FINISHED:
                     return job
+                # the stream ended before the job did (an older replica that stopped running it): watch again
+                self.retries += 1
+                time.sleep(delay)
+                continue
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE and _busy_hint(exc) is None:
                     raise
                 if time.monotonic() > deadline:
                     raise StreamLost(job_id, exc) from None
+                self.retries += 1
                 if progress and delay == 0.2:  # say it once: the job goes on, the client waits for a gateway
                     progress(common_pb2.ProgressEvent(job_id=job_id, stage="waiting", message=(
                         f"lost the gateway ({exc.code().name}); re-attaching to job {job_id}")))
@@ -241,8 +289,8 @@ class GatewayClient:
 
     def list_jobs(self, *, page_size: int = 100, page_token: str = "") -> tuple[list, str]:
         """One page of the caller's jobs, newest first, and the token of the next page ("" on the last)."""
-        r = self.stub.ListJobs(gateway_pb2.ListJobsRequest(page_size=page_size, page_token=page_token),
-                               timeout=self.timeout_s)
+        r = self.retrying(lambda: self.stub.ListJobs(gateway_pb2.ListJobsRequest(
+            page_size=page_size, page_token=page_token), timeout=self.timeout_s))
         return list(r.jobs), r.next_page_token
 
     def iter_jobs(self, *, page_size: int = 100):
@@ -262,12 +310,17 @@ class GatewayClient:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
-        n = 0
-        with open(tmp, "wb") as fh:
-            for msg in self.stub.Download(gateway_pb2.DownloadRequest(job_id=job_id, name=name),
-                                          timeout=max(self.timeout_s, 600)):
-                fh.write(msg.data)
-                n += len(msg.data)
+
+        def fetch() -> int:  # from the start again when a replica goes away mid-file
+            n = 0
+            with open(tmp, "wb") as fh:
+                for msg in self.stub.Download(gateway_pb2.DownloadRequest(job_id=job_id, name=name),
+                                              timeout=max(self.timeout_s, 600)):
+                    fh.write(msg.data)
+                    n += len(msg.data)
+            return n
+
+        n = self.retrying(fetch)
         os.replace(tmp, dest)
         return n
 

@@ -130,3 +130,26 @@ def test_indexed_job_on_a_cluster(images, tmp_path):  # pragma: no cover - needs
                                                          "S3_SECRET_KEY") if os.environ.get(n)]
     st = KubernetesJobs(image=image, env=env, namespace=os.environ.get("SEMFORGE_NAMESPACE", "default")).run(store, m)
     assert st["done"] == 3
+
+
+def test_each_worker_gets_its_share_of_the_cores(images, tmp_path, monkeypatch):
+    """#12 scaling: a worker's ONNX sessions (segmenter and shape classifier) run on cores // workers threads,
+    set by LocalWorkers through the environment; a Job's pods take theirs from the CPU limit."""
+    from semforge.batch._worker import _stages, worker_threads
+    from semforge.pipeline import AnalysisOptions
+
+    cores = os.cpu_count() or 1
+    lw = LocalWorkers(str(tmp_path / "s"), workers=2)
+    assert lw.env["SEMFORGE_WORKER_THREADS"] == lw.env["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+    monkeypatch.setenv("SEMFORGE_WORKER_THREADS", "1")
+    assert worker_threads() == 1 and worker_threads(3) == 3
+    stages = _stages(AnalysisOptions(), worker_threads())
+    session = stages.segmenter().for_modality("se").session
+    assert session.get_session_options().intra_op_num_threads == 1
+    assert stages._classifier.threads == 1
+    monkeypatch.setenv("SEMFORGE_WORKER_THREADS", "two")
+    with pytest.raises(Exception, match="SEMFORGE_WORKER_THREADS"):
+        worker_threads()
+    _, job = _job(images, tmp_path)
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SEMFORGE_WORKER_THREADS"] == env["OMP_NUM_THREADS"] == "2"  # limits.cpu "2"

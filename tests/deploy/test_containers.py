@@ -82,6 +82,37 @@ def test_image_runs_as_non_root_and_ships_the_models(images):
     assert r.returncode != 0  # read-only root filesystem
 
 
+def test_scale_bar_ocr_works_in_the_cpu_image(images, tmp_path):
+    """Tesseract (Debian tesseract-ocr in the CPU base image) reads a Zeiss-style scale bar label inside the
+    container, as uid 10001 with a read-only root: the calibration check works in the cluster too."""
+    import os
+
+    import matplotlib
+    import numpy as np
+    import tifffile
+    from PIL import Image, ImageDraw, ImageFont
+
+    w, h, bar_h, bar_px = 900, 700, 70, 100
+    img = np.clip(np.random.default_rng(0).normal(110, 30, (h, w)), 0, 255).astype(np.uint8)
+    band = Image.new("L", (w, bar_h), 0)
+    d = ImageDraw.Draw(band)
+    font = ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"), 14)
+    d.text((10, 12), "EHT = 5.00 kV", fill=255, font=font)
+    x0, y = w - bar_px - 80, 50
+    d.rectangle([x0 - 1, y - 10, x0, y + 10], fill=255)
+    d.rectangle([x0 + bar_px - 1, y - 10, x0 + bar_px, y + 10], fill=255)
+    d.rectangle([x0, y - 1, x0 + bar_px, y], fill=255)
+    d.text((x0 + bar_px / 2 - d.textlength("500 nm", font=font) / 2, 14), "500 nm", fill=255, font=font)
+    img[h - bar_h:] = np.asarray(band)
+    tifffile.imwrite(tmp_path / "bar.tif", img)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(tmp_path / "bar.tif", 0o644)
+    r = sh("docker", "run", "--rm", *SECURE_RUN, "-v", f"{tmp_path}:/data:ro", images, "python", "-c",
+           "import tifffile; from semforge.analysis import read_scale_bar; "
+           f"b = read_scale_bar(tifffile.imread('/data/bar.tif'), {h - bar_h}); print(b.label, b.length_nm)")
+    assert r.stdout.split() == ["500", "nm", "500.0"], r.stdout + r.stderr
+
+
 def test_services_as_containers_on_a_private_network(images, reference, sample_tiff, tmp_path):
     tag = uuid.uuid4().hex[:8]
     net, names = f"semforge-e2e-{tag}", []

@@ -20,8 +20,8 @@ where it stopped, and the report is the same as the in-process run's.
 
 from ._backends import KubernetesJobs, LocalWorkers, build_indexed_job
 from ._manifest import (BatchCancelled, BatchSettings, batch_status, cancel_batch, load_manifest, result_id,
-                        submit_batch)
+                        submit_batch, submit_stored_batch)
 from ._worker import run_shard, write_batch_report
 
 __all__ = ["BatchCancelled", "BatchSettings", "KubernetesJobs", "LocalWorkers", "batch_status", "build_indexed_job",
-           "cancel_batch", "load_manifest", "result_id", "run_shard", "submit_batch", "write_batch_report"]
+           "cancel_batch", "load_manifest", "result_id", "run_shard", "submit_batch", "submit_stored_batch", "write_batch_report"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from typing import Callable
 
 from ..errors import UserInputError
 from ..storage import ObjectStore
 from ._manifest import batch_status, cancel_batch
+from ._worker import THREADS_ENV
 
 __all__ = ["LocalWorkers", "KubernetesJobs", "build_indexed_job"]
 
@@ -31,29 +33,62 @@ def _wait(store: ObjectStore, batch_id: str, alive: Callable[[], bool], progress
         time.sleep(poll_s)
 
 
+def _die_with_parent():
+    """A ``preexec_fn`` that makes the worker get SIGTERM when the process that started it dies (Linux
+    PR_SET_PDEATHSIG), so a gateway killed without warning leaves no worker writing behind the replica that
+    resumes its batch. Resolved here, in the parent: the child only makes the C call (no import after fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import functools
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return functools.partial(prctl, 1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG = 1
+
+
 class LocalWorkers:
     """Shards as local worker processes (``python -m semforge.batch worker``), at most ``workers`` at a time.
 
     ``store_url`` must be one the worker processes can open (a directory, or ``s3://`` with ``S3_*`` set).
     """
 
-    def __init__(self, store_url: str, *, workers: int = 1, env: dict | None = None, poll_s: float = 0.5):
+    def __init__(self, store_url: str, *, workers: int = 1, env: dict | None = None, poll_s: float = 0.5,
+                 threads: int | None = None):
         if workers < 1:
             raise UserInputError(f"workers must be >= 1, got {workers}", field="workers")
         self.store_url, self.workers, self.poll_s = store_url, workers, poll_s
-        self.env = {**os.environ, **(env or {})}
+        # each worker's models get cores // workers intra-op threads (ONNX Runtime would take every core per
+        # session: two workers on two cores then fight over both); OMP_NUM_THREADS for BLAS/OpenMP and torch
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self.env = {**os.environ, THREADS_ENV: str(self.threads), "OMP_NUM_THREADS": str(self.threads),
+                    **(env or {})}
 
     def _command(self, batch_id: str, shard: int) -> list[str]:
         return [sys.executable, "-m", "semforge.batch", "worker", "--store", self.store_url, "--batch", batch_id,
                 "--shard", str(shard), "--quiet"]
 
-    def run(self, store: ObjectStore, manifest: dict, *, progress: Progress | None = None) -> dict:
-        """Run every shard; returns the final status with ``failed_shards`` (shard -> exit code)."""
+    def run(self, store: ObjectStore, manifest: dict, *, progress: Progress | None = None,
+            stop: threading.Event | None = None) -> dict:
+        """Run every shard; returns the final status with ``failed_shards`` (shard -> exit code). ``stop`` set:
+        the workers are terminated (finished images stay done) and the status so far is returned."""
         pending = list(range(len(manifest["shards"])))
         running: dict[int, subprocess.Popen] = {}
         failed: dict[int, int] = {}
+        die_with_parent = _die_with_parent()
 
         def alive() -> bool:
+            if stop is not None and stop.is_set():
+                pending.clear()
+                for p in running.values():
+                    p.terminate()
+                for p in running.values():
+                    p.wait()
+                running.clear()
+                return False
             for s, p in list(running.items()):
                 if p.poll() is not None:
                     del running[s]
@@ -61,7 +96,8 @@ class LocalWorkers:
                         failed[s] = p.returncode
             while pending and len(running) < self.workers:
                 s = pending.pop(0)
-                running[s] = subprocess.Popen(self._command(manifest["id"], s), env=self.env)
+                running[s] = subprocess.Popen(self._command(manifest["id"], s), env=self.env,
+                                              preexec_fn=die_with_parent)
             return bool(running)
 
         try:
@@ -71,6 +107,13 @@ class LocalWorkers:
                 p.terminate()
             raise
         return {**st, "failed_shards": failed}
+
+
+def _cpu_whole(q) -> int:
+    """Whole cores of a Kubernetes CPU quantity ("2", "1500m", 0.5), at least 1."""
+    q = str(q)
+    v = float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+    return max(1, int(v))
 
 
 def build_indexed_job(manifest: dict, *, image: str, env: list[dict] | None = None, name: str | None = None,
@@ -91,7 +134,10 @@ def build_indexed_job(manifest: dict, *, image: str, env: list[dict] | None = No
     lab = {"app.kubernetes.io/name": "semforge", "app.kubernetes.io/component": "batch-worker",
            "app.kubernetes.io/part-of": "semforge", "semforge.io/batch": manifest["id"][:63], **(labels or {})}
     res = resources or {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
-    envs = [k.V1EnvVar(name="HOME", value="/tmp"), k.V1EnvVar(name="MPLCONFIGDIR", value="/tmp/matplotlib")]
+    # threads of the worker's models from its CPU limit (os.cpu_count() in a pod is the node's, not the limit)
+    threads = str(_cpu_whole(res["limits"].get("cpu", res["requests"].get("cpu", "1"))))
+    envs = [k.V1EnvVar(name="HOME", value="/tmp"), k.V1EnvVar(name="MPLCONFIGDIR", value="/tmp/matplotlib"),
+            k.V1EnvVar(name=THREADS_ENV, value=threads), k.V1EnvVar(name="OMP_NUM_THREADS", value=threads)]
     for e in env or []:
         if "valueFrom" in e:
             ref = e["valueFrom"]["secretKeyRef"]
@@ -144,7 +190,10 @@ class KubernetesJobs:
             config.load_kube_config()
         return client.BatchV1Api()
 
-    def run(self, store: ObjectStore, manifest: dict, *, progress: Progress | None = None, wait: bool = True) -> dict:
+    def run(self, store: ObjectStore, manifest: dict, *, progress: Progress | None = None, wait: bool = True,
+            stop: threading.Event | None = None) -> dict:
+        """Create the Job; with ``wait``, follow it until it completes or fails, or until ``stop`` is set (the Job
+        goes on in the cluster: it needs no driver)."""
         api = self._api()
         job = build_indexed_job(manifest, image=self.image, env=self.env, **self.job_kw)
         api.create_namespaced_job(self.namespace, job)
@@ -153,6 +202,8 @@ class KubernetesJobs:
             return {**batch_status(store, manifest["id"]), "job": name}
 
         def alive() -> bool:
+            if stop is not None and stop.is_set():
+                return False
             s = api.read_namespaced_job_status(name, self.namespace).status
             return not any(c.type in ("Complete", "Failed") and c.status == "True" for c in (s.conditions or []))
 

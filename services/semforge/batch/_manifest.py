@@ -14,7 +14,7 @@ from ..errors import NotFound, UserInputError
 from ..pipeline import AnalysisOptions, DataBar, image_stem
 from ..storage import ObjectStore
 
-__all__ = ["BatchCancelled", "BatchSettings", "submit_batch", "load_manifest", "batch_status", "cancel_batch",
+__all__ = ["BatchCancelled", "BatchSettings", "submit_batch", "submit_stored_batch", "load_manifest", "batch_status", "cancel_batch",
            "result_id", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".dm3", ".dm4", ".emi", ".ser", ".mrc")
@@ -80,15 +80,43 @@ def submit_batch(store: ObjectStore, sources: list[str], *, shards: int, setting
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise UserInputError(f"images share a name: {', '.join(dup)}; rename them")
-    entries = []
-    for i, (p, n) in enumerate(zip(paths, names)):
+    keys = []
+    for p in paths:
         with open(p, "rb") as fh:
             info, _ = store.put_content(iter(lambda: fh.read(1 << 20), b""))
-        sha = info.key.rsplit("/", 1)[-1]
-        entries.append({"index": i, "name": n, "key": info.key, "sha256": sha, "result": result_id(sha, settings)})
+        keys.append(info.key)
+    return _write_manifest(store, list(zip(names, keys)), shards=shards, settings=settings, name=name)
+
+
+def submit_stored_batch(store: ObjectStore, images: list[tuple[str, str]], *, shards: int,
+                        settings: BatchSettings | None = None, name: str = "batch", extra: dict | None = None) -> dict:
+    """A batch over images already in the store (``(name, content key)`` pairs, e.g. uploads through the
+    gateway): the manifest only, no bytes copied. ``extra``: more manifest fields (the gateway's tenant, owner).
+    Returns the manifest."""
+    if shards < 1:
+        raise UserInputError(f"shards must be >= 1, got {shards}", field="shards")
+    if not images:
+        raise UserInputError("no images given", field="images")
+    names = [n for n, _ in images]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserInputError(f"images share a name: {', '.join(dup)}; give unique names", field="names")
+    for n, key in images:
+        if not key.startswith("blobs/sha256/"):
+            raise UserInputError(f"image {n}: {key!r} is not a content-addressed upload", field="images")
+    return _write_manifest(store, images, shards=shards, settings=settings or BatchSettings(), name=name,
+                           extra=extra)
+
+
+def _write_manifest(store: ObjectStore, images: list[tuple[str, str]], *, shards: int, settings: BatchSettings,
+                    name: str, extra: dict | None = None) -> dict:
+    entries = []
+    for i, (n, key) in enumerate(images):
+        sha = key.rsplit("/", 1)[-1]
+        entries.append({"index": i, "name": n, "key": key, "sha256": sha, "result": result_id(sha, settings)})
     k = min(shards, len(entries))
     manifest = {"id": uuid.uuid4().hex, "name": name, "created": time.time(), "settings": settings.to_json(),
-                "images": len(entries), "shards": [entries[i::k] for i in range(k)]}
+                "images": len(entries), "shards": [entries[i::k] for i in range(k)], **(extra or {})}
     store.put_bytes(_manifest_key(manifest["id"]), json.dumps(manifest, indent=1).encode())
     return manifest
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -18,11 +20,43 @@ from ._manifest import BatchCancelled, BatchSettings, is_cancelled, load_manifes
 __all__ = ["run_shard", "write_batch_report"]
 
 
+THREADS_ENV = "SEMFORGE_WORKER_THREADS"
+
+
+def worker_threads(threads: int | None = None) -> int | None:
+    """Intra-op threads of a worker's models: ``threads``, else ``$SEMFORGE_WORKER_THREADS`` (set by
+    :class:`LocalWorkers` to cores // workers, and on a Job from the CPU limit), else None (every core)."""
+    if threads:
+        return max(1, int(threads))
+    v = os.environ.get(THREADS_ENV, "").strip()
+    if not v:
+        return None
+    if not v.isdigit() or int(v) < 1:
+        raise UserInputError(f"{THREADS_ENV}={v!r}: expected a whole number >= 1", field=THREADS_ENV)
+    return int(v)
+
+
+def _stages(options, threads: int | None) -> LocalStages:
+    """The pipeline's in-process stages, with the ONNX Runtime sessions (segmenter and shape classifier) and torch
+    (when a model uses it) on ``threads`` intra-op threads."""
+    if not threads:
+        return LocalStages(options.segmenter)
+    from ..classification import DEFAULT_CLASSIFIER, create_classifier
+    from ..inference import DEFAULT_SEGMENTER, create_segmenter
+
+    name = options.segmenter or DEFAULT_SEGMENTER
+    seg = create_segmenter(name, threads=threads) if name in ("unetpp",) else name  # others take no threads
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    return LocalStages(seg, classifier=create_classifier(DEFAULT_CLASSIFIER, threads=threads))
+
+
 def run_shard(store: ObjectStore, batch_id: str, shard: int, *,
-              progress: Callable[[str, int, int], None] | None = None) -> dict:
+              progress: Callable[[str, int, int], None] | None = None, threads: int | None = None) -> dict:
     """Analyse every image of one shard whose result is not done yet. Returns counts (analysed, skipped).
 
-    Raises BatchCancelled when the batch is cancelled (checked before each image).
+    ``threads``: intra-op threads of the models (default :func:`worker_threads`). Raises BatchCancelled when the
+    batch is cancelled (checked before each image).
     """
     import tifffile
 
@@ -31,7 +65,7 @@ def run_shard(store: ObjectStore, batch_id: str, shard: int, *,
         raise UserInputError(f"batch {batch_id} has shards 0..{len(m['shards']) - 1}, not {shard}", field="shard")
     options = BatchSettings.from_json(m["settings"]).options
     entries = m["shards"][shard]
-    stages = LocalStages(options.segmenter)
+    stages = _stages(options, worker_threads(threads))
     analysed = skipped = 0
     for i, e in enumerate(entries):
         prefix = f"batch-results/{e['result']}"

@@ -106,7 +106,7 @@ def run_worker(args) -> int:
         raise UserInputError("--shard N is required (or JOB_COMPLETION_INDEX, set by an Indexed Job)")
     progress = None if args.quiet else (lambda name, i, n: print(f"shard {shard}: {i}/{n} {name}", file=sys.stderr))
     try:
-        r = run_shard(_store(args.store), args.batch, int(shard), progress=progress)
+        r = run_shard(_store(args.store), args.batch, int(shard), progress=progress, threads=args.threads)
     except BatchCancelled as exc:
         print(f"semforge: {exc}", file=sys.stderr)
         return 4
@@ -149,6 +149,8 @@ def register(sub) -> None:
     w.add_argument("--batch", required=True, metavar="BATCH_ID")
     w.add_argument("--shard", type=int, default=None, help="shard index (default JOB_COMPLETION_INDEX)")
     w.add_argument("--store")
+    w.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of the models (default $SEMFORGE_WORKER_THREADS, else every core)")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(func=run_worker)
 

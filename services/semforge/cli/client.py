@@ -9,7 +9,9 @@ from ._common import RemoteAnalysis, add_analysis_options, analyze_remote, check
 
 def register(sub) -> None:
     c = sub.add_parser("client", help="instrument-PC client of a running gateway")
-    c.add_argument("--server", default="127.0.0.1:50051")
+    c.add_argument("--server", "--gateway", dest="server", default=None, metavar="HOST:PORT[,HOST:PORT...]",
+                   help="the gateway, or several replicas comma-separated (round robin, a replica that drains or "
+                        "is down is skipped); default $SEMFORGE_GATEWAY or 127.0.0.1:50051")
     csub = c.add_subparsers(dest="action", required=True)
     ca = csub.add_parser("analyze", help="upload, analyse with progress, fetch the report")
     ca.add_argument("images", nargs="+", metavar="IMAGE")
@@ -32,19 +34,25 @@ def register(sub) -> None:
     cf = csub.add_parser("fetch", help="download a job's report")
     cf.add_argument("job_id")
     cf.add_argument("--out", required=True)
+    from ..batch.remote import register_client  # `semforge client batch submit|status|cancel|fetch` (#12)
+
+    register_client(csub)
     c.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..client import GatewayClient
     from ..common.v1 import common_pb2
-    from ..gateway.v1 import gateway_pb2
 
     if args.action == "analyze":
         check_inputs(args.images)
         return analyze_remote(RemoteAnalysis.from_args(args))
     state = common_pb2.JobState.Name
     with GatewayClient(args.server) as c:
+        if args.action == "batch":
+            from ..batch.remote import run_client
+
+            return run_client(args, c)
         if args.action == "upload":
             check_inputs(args.images)
             for p in args.images:
@@ -61,13 +69,13 @@ def run(args: argparse.Namespace) -> int:
             n = c.delete_job(args.job_id)
             print(f"{args.job_id}\tdeleted ({n} objects)")
         elif args.action == "status":
-            j = c.stub.GetJob(gateway_pb2.GetJobRequest(job_id=args.job_id)).job
+            j = c.get_job(args.job_id)
             print(f"{j.job_id}\t{state(j.state)}\t{j.images_done}/{j.images_total}\t{j.message}")
         elif args.action == "cancel":
-            j = c.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=args.job_id)).job
+            j = c.cancel_job(args.job_id)
             print(f"{j.job_id}\t{state(j.state)}")
         elif args.action == "fetch":
-            j = c.stub.GetJob(gateway_pb2.GetJobRequest(job_id=args.job_id)).job
+            j = c.get_job(args.job_id)
             files = c.download_outputs(j, args.out)
             print(f"{len(files)} file(s) -> {args.out}")
     return 0
