@@ -5,7 +5,11 @@ Settings (environment): ``BATCH_BACKEND`` ``local`` (default: worker processes b
 cores // workers threads) or ``kubernetes`` (an Indexed Job per batch through the ``kubernetes`` client, in the
 cluster the pod runs in); ``BATCH_WORKERS`` (parallel workers, default 2); ``BATCH_IMAGE``,
 ``BATCH_NAMESPACE``, ``BATCH_STORE_SECRET`` (kubernetes: the worker image, the namespace of the Jobs, the
-Secret with the store's ``accessKey``/``secretKey``); ``BATCH_THREADS`` (local: threads per worker, default
+Secret with the store's credentials under the keys ``BATCH_STORE_ACCESS_KEY_KEY``/``BATCH_STORE_SECRET_KEY_KEY``,
+default ``accessKey``/``secretKey``); ``BATCH_WORKER_RESOURCES``, ``BATCH_NODE_SELECTOR``, ``BATCH_TOLERATIONS``
+(kubernetes, JSON in the Kubernetes form: the worker pods' resources, nodeSelector and tolerations -- the chart
+sets them for the CPU pool), ``BATCH_IMAGE_PULL_POLICY``, ``BATCH_IMAGE_PULL_SECRETS`` (comma-separated Secret
+names); ``BATCH_THREADS`` (local: threads per worker, default
 cores // workers -- in a pod ``os.cpu_count()`` is the node's, so the chart sets it).
 
 Store layout besides the library's (``batches/<id>/manifest.json`` carries ``tenant`` and ``owner``)::
@@ -70,6 +74,12 @@ class BatchConfig:
     store_url: str = ""
     threads: int = 0
     resume_after_s: float = 60.0
+    store_secret_keys: tuple = ("accessKey", "secretKey")
+    worker_resources: dict | None = None
+    node_selector: dict | None = None
+    tolerations: list | None = None
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple = ()
 
     @classmethod
     def from_env(cls, store: ObjectStore, store_url: str | None) -> "BatchConfig":
@@ -81,7 +91,48 @@ class BatchConfig:
                    namespace=env_str("BATCH_NAMESPACE", "default"), store_secret=env_str("BATCH_STORE_SECRET", ""),
                    store_url=store_url or (str(root) if root is not None else ""),
                    threads=env_int("BATCH_THREADS", 0, minimum=0),
-                   resume_after_s=env_float("RESUME_AFTER_S", 60.0, minimum=1))
+                   resume_after_s=env_float("RESUME_AFTER_S", 60.0, minimum=1),
+                   store_secret_keys=(env_str("BATCH_STORE_ACCESS_KEY_KEY", "accessKey"),
+                                      env_str("BATCH_STORE_SECRET_KEY_KEY", "secretKey")),
+                   worker_resources=_env_json("BATCH_WORKER_RESOURCES", dict),
+                   node_selector=_env_json("BATCH_NODE_SELECTOR", dict),
+                   tolerations=_env_json("BATCH_TOLERATIONS", list),
+                   image_pull_policy=env_str("BATCH_IMAGE_PULL_POLICY", "IfNotPresent"),
+                   image_pull_secrets=tuple(n for n in env_str("BATCH_IMAGE_PULL_SECRETS", "").split(",") if n))
+
+
+def _env_json(name: str, kind: type):
+    """A JSON setting (an object or a list in the Kubernetes form); unset or empty = None."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        val = json.loads(raw)
+    except ValueError as exc:
+        raise UserInputError(f"{name} is not JSON ({exc})", field=name) from None
+    if not isinstance(val, kind):
+        raise UserInputError(f"{name} must be a JSON {'object' if kind is dict else 'list'}", field=name)
+    return val or None
+
+
+def _snake(d: dict) -> dict:
+    return {re.sub(r"([A-Z])", r"_\1", k).lower(): v for k, v in d.items()}
+
+
+def kubernetes_backend(cfg: BatchConfig):
+    """The :class:`semforge.batch.KubernetesJobs` of this configuration: the worker pods get the gateway's store
+    settings (credentials from ``BATCH_STORE_SECRET``), its placement and resources."""
+    from semforge.batch import KubernetesJobs
+
+    env = [{"name": "SEMFORGE_STORE", "value": cfg.store_url}]
+    env += [{"name": n, "value": os.environ[n]} for n in ("S3_ENDPOINT", "S3_SECURE") if os.environ.get(n)]
+    if cfg.store_secret:
+        env += [{"name": n, "valueFrom": {"secretKeyRef": {"name": cfg.store_secret, "key": k}}}
+                for n, k in zip(("S3_ACCESS_KEY", "S3_SECRET_KEY"), cfg.store_secret_keys)]
+    return KubernetesJobs(image=cfg.image, env=env, namespace=cfg.namespace, parallelism=cfg.workers,
+                          resources=cfg.worker_resources, node_selector=cfg.node_selector,
+                          tolerations=[_snake(t) for t in cfg.tolerations] if cfg.tolerations else None,
+                          image_pull_policy=cfg.image_pull_policy, image_pull_secrets=list(cfg.image_pull_secrets))
 
 
 def _rfc3339(t: float) -> str:
@@ -234,15 +285,7 @@ class BatchService:
 
     # -- driving a batch ---------------------------------------------------------------------------------------
     def _kubernetes(self):
-        from semforge.batch import KubernetesJobs
-
-        env = [{"name": "SEMFORGE_STORE", "value": self.cfg.store_url}]
-        env += [{"name": n, "value": os.environ[n]} for n in ("S3_ENDPOINT", "S3_SECURE") if os.environ.get(n)]
-        if self.cfg.store_secret:
-            env += [{"name": n, "valueFrom": {"secretKeyRef": {"name": self.cfg.store_secret, "key": k}}}
-                    for n, k in (("S3_ACCESS_KEY", "accessKey"), ("S3_SECRET_KEY", "secretKey"))]
-        return KubernetesJobs(image=self.cfg.image, env=env, namespace=self.cfg.namespace,
-                              parallelism=self.cfg.workers)
+        return kubernetes_backend(self.cfg)
 
     def _drive(self, m: dict, stop: threading.Event) -> None:
         from semforge.batch import LocalWorkers, batch_status
@@ -271,8 +314,8 @@ class BatchService:
                 except Exception as exc:  # noqa: BLE001 - say what to fix
                     raise RuntimeError(
                         f"BATCH_BACKEND=kubernetes could not run the batch's Job ({type(exc).__name__}: {exc}); the "
-                        "gateway needs a cluster: run it in one (a service account with create/get/delete on jobs) "
-                        "or set KUBECONFIG") from exc
+                        "gateway needs a cluster: run it in one (a service account allowed to create/delete jobs and "
+                        "get jobs/status: the chart's rbac) or set KUBECONFIG") from exc
             st = batch_status(self.store, batch_id)
             if st["cancelled"]:
                 self._put_state(batch_id, state="CANCELLED", message=f"cancelled after {st['done']} of {st['images']} "

@@ -169,3 +169,35 @@ the services clients may call (render, translate) check bearer tokens from the t
   value: /etc/semforge/tokens/tokens.json
 {{- end }}
 {{- end -}}
+
+{{- /* Batch Jobs (gateway.batchBackend=kubernetes): the gateway's ServiceAccount, the Jobs' namespace and Secret. */ -}}
+{{- define "semforge.batchOnKubernetes" -}}
+{{- if and .Values.gateway.enabled (eq .Values.gateway.batchBackend "kubernetes") }}true{{ end -}}
+{{- end -}}
+
+{{- define "semforge.gatewayServiceAccount" -}}
+{{- if .Values.rbac.create -}}
+{{- include "semforge.componentName" (dict "root" . "component" "gateway") -}}
+{{- else -}}
+{{- required "gateway.batchBackend=kubernetes with rbac.create=false needs gateway.serviceAccountName: a ServiceAccount bound to a Role that may create/delete jobs and get jobs/status (docs/deploy.md)" .Values.gateway.serviceAccountName -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "semforge.batchNamespace" -}}
+{{- .Values.gateway.batchJobs.namespace | default .Release.Namespace -}}
+{{- end -}}
+
+{{- define "semforge.batchStoreSecret" -}}
+{{- .Values.gateway.batchJobs.storeSecret | default (include "semforge.storeSecretName" .) -}}
+{{- end -}}
+
+{{- define "semforge.batchCheck" -}}
+{{- if and (include "semforge.batchOnKubernetes" .) (ne (include "semforge.batchNamespace" .) .Release.Namespace) -}}
+{{- if not .Values.store.external.enabled -}}
+{{- fail (printf "gateway.batchJobs.namespace=%s (not the release namespace): the worker pods there cannot reach the in-chart MinIO by its Service name; use store.external, or leave the namespace empty" .Values.gateway.batchJobs.namespace) -}}
+{{- end -}}
+{{- if not .Values.gateway.batchJobs.storeSecret -}}
+{{- fail (printf "gateway.batchJobs.namespace=%s (not the release namespace): name the store Secret that exists there in gateway.batchJobs.storeSecret" .Values.gateway.batchJobs.namespace) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

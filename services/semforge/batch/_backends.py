@@ -14,7 +14,18 @@ from ..storage import ObjectStore
 from ._manifest import batch_status, cancel_batch
 from ._worker import THREADS_ENV
 
-__all__ = ["LocalWorkers", "KubernetesJobs", "build_indexed_job"]
+__all__ = ["LocalWorkers", "KubernetesJobs", "build_indexed_job", "K8S_CALLS", "K8S_PERMISSIONS"]
+
+# Every Kubernetes API call KubernetesJobs makes (client method -> (apiGroup, resource, verb)), next to the code
+# that makes them: the chart's Role grants exactly K8S_PERMISSIONS (tests/deploy/test_chart_batch.py), and a test
+# fails when this class calls a method that is not listed here. Deleting the Job with propagation Background
+# leaves its pods to the garbage collector: no permission on pods is needed; nothing reads pod logs.
+K8S_CALLS = {
+    "create_namespaced_job": ("batch", "jobs", "create"),
+    "read_namespaced_job_status": ("batch", "jobs/status", "get"),
+    "delete_namespaced_job": ("batch", "jobs", "delete"),
+}
+K8S_PERMISSIONS = frozenset(K8S_CALLS.values())
 
 Progress = Callable[[dict], None]
 
@@ -120,7 +131,7 @@ def build_indexed_job(manifest: dict, *, image: str, env: list[dict] | None = No
                       parallelism: int | None = None, resources: dict | None = None,
                       node_selector: dict | None = None, tolerations: list[dict] | None = None,
                       backoff_limit: int = 3, ttl_seconds_after_finished: int = 86400, labels: dict | None = None,
-                      image_pull_policy: str = "IfNotPresent"):
+                      image_pull_policy: str = "IfNotPresent", image_pull_secrets: list[str] | None = None):
     """The Indexed Job of a batch as a ``kubernetes.client.V1Job``: one completion per shard, each pod running
     ``semforge worker --batch ID`` (the shard is ``JOB_COMPLETION_INDEX``), non-root, read-only root, /tmp emptyDir.
 
@@ -157,6 +168,7 @@ def build_indexed_job(manifest: dict, *, image: str, env: list[dict] | None = No
                                                 seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault")),
         node_selector=node_selector or None,
         tolerations=[k.V1Toleration(**t) for t in tolerations] if tolerations else None,
+        image_pull_secrets=[k.V1LocalObjectReference(name=n) for n in image_pull_secrets] if image_pull_secrets else None,
         volumes=[k.V1Volume(name="tmp", empty_dir=k.V1EmptyDirVolumeSource(size_limit="2Gi"))])
     return k.V1Job(
         api_version="batch/v1", kind="Job", metadata=k.V1ObjectMeta(name=job_name, labels=lab),
