@@ -72,7 +72,7 @@ $(DTOOLS): | $(STAMP)
 
 # Only the chart checks (seconds): lint, render under every scenario, schemas, cross-object rules.
 chart-check: setup deploy-tools
-	SEMFORGE_REQUIRE_DEPLOY_TOOLS=1 $(BIN)/python -m pytest -q tests/deploy/test_chart.py
+	SEMFORGE_REQUIRE_DEPLOY_TOOLS=1 $(BIN)/python -m pytest -q tests/deploy/test_chart*.py
 
 # Container images with a local Docker engine (installs docker.io + debootstrap when missing, starts dockerd):
 # IMAGES="cpu render torch" for all three (render and torch are large; docs/deploy.md has the sizes).

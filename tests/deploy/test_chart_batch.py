@@ -264,3 +264,19 @@ def test_worker_job_uses_the_external_store_secret_keys(monkeypatch, tmp_path):
     assert wenv["S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {"name": ext_v["existingSecret"], "key": ext_v["secretKeyKey"]}
     assert wenv["S3_SECURE"]["value"] == "1"
     assert "imagePullSecrets" not in job["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("name, raw, message", [
+    ("BATCH_NODE_SELECTOR", "semforge.io/pool=cpu", "BATCH_NODE_SELECTOR is not JSON"),
+    ("BATCH_TOLERATIONS", '{"key": "a"}', "BATCH_TOLERATIONS must be a JSON list"),
+    ("BATCH_WORKER_RESOURCES", "[]", "BATCH_WORKER_RESOURCES must be a JSON object"),
+])
+def test_bad_worker_settings_are_named(name, raw, message, monkeypatch, tmp_path):
+    from semforge_gateway.batch import BatchConfig
+
+    from semforge.errors import UserInputError
+    from semforge.storage import LocalStore
+
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(UserInputError, match=message):
+        BatchConfig.from_env(LocalStore(tmp_path / "store"), None)
