@@ -10,7 +10,7 @@ PY=${PY:-python3}
 out=out/wheelhouse/$kind
 mkdir -p "$out"
 case $kind in
-  cpu) reqs=(.) ;;
+  cpu) reqs=(".[k8s]") ;;   # the kubernetes client: the gateway's Job batch back end (gateway.batchBackend=kubernetes)
   render) reqs=(. "bpy==5.0.1" "numpy>=1.26,<2" "OpenEXR==3.5.3") ;;
   torch) reqs=(".[train]") ;;   # torch/torchvision/smp/timm/onnx as pinned in pyproject.toml
   *) echo "unknown wheelhouse $kind (cpu, render, torch)" >&2; exit 2 ;;

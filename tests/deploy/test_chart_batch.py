@@ -280,3 +280,19 @@ def test_bad_worker_settings_are_named(name, raw, message, monkeypatch, tmp_path
     monkeypatch.setenv(name, raw)
     with pytest.raises(UserInputError, match=message):
         BatchConfig.from_env(LocalStore(tmp_path / "store"), None)
+
+
+@pytest.mark.deploy
+def test_the_cpu_image_has_the_kubernetes_client():
+    """The gateway runs in the CPU image: the Job back end needs the ``kubernetes`` client there (the image installs
+    ``semforge[k8s]``, services/images/wheelhouse.sh). Container suite only (`make test-deploy` rebuilds the image)."""
+    import shutil
+
+    from .test_containers import IMAGE, SECURE_RUN, sh
+
+    if shutil.which("docker") is None or sh("docker", "info", check=False).returncode != 0:
+        pytest.fail("no Docker engine answers: run `make test-deploy` (installs docker.io, starts dockerd)")
+    r = sh("docker", "run", "--rm", *SECURE_RUN, IMAGE, "python", "-c",
+           "import kubernetes, semforge_gateway.batch as b; print(kubernetes.__version__, b.kubernetes_backend.__name__)",
+           check=False)
+    assert r.returncode == 0 and r.stdout.split() == ["31.0.0", "kubernetes_backend"], r.stdout + r.stderr[-1500:]
