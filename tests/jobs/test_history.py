@@ -145,3 +145,24 @@ def test_legacy_records_are_indexed_once(tmp_path):
     assert [j.job_id for j in jobs.page(ROOT)[0]] == ["0ld"]
     assert jobs.page(ALICE)[0] == []  # no tenant recorded: facility admins only
     assert jobs.active_ids() == ["0ld"]
+
+
+def test_a_torn_job_record_reads_as_unavailable_not_internal(tmp_path):
+    """A store whose overwrite is not atomic (the S3 test server) can serve a job record half-written: the
+    record is read again, and one that stays unreadable is StorageUnavailable (gRPC UNAVAILABLE, which clients
+    retry), never an internal error; once the record is whole again it reads normally."""
+    import grpc
+
+    from semforge.rpc._errors import status_for
+    from semforge.storage import StorageUnavailable
+
+    jobs = JobStore(LocalStore(tmp_path / "s"))
+    job = make(jobs, 1, "group-a")
+    key = jobs.record_key(job.job_id)
+    whole = jobs.store.get_bytes(key)
+    jobs.store.put_bytes(key, whole[: len(whole) // 2])
+    with pytest.raises(StorageUnavailable, match="could not be read") as e:
+        jobs.get(job.job_id, ALICE)
+    assert status_for(e.value)[0] == grpc.StatusCode.UNAVAILABLE
+    jobs.store.put_bytes(key, whole)
+    assert jobs.get(job.job_id, ALICE).job_id == job.job_id

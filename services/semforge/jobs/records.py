@@ -21,11 +21,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import re
+import time
 
 from google.protobuf import json_format
 
 from ..errors import NotFound, UserInputError
-from ..storage import InvalidKey, ObjectNotFound, ObjectStore, validate_key
+from ..storage import InvalidKey, ObjectNotFound, ObjectStore, StorageUnavailable, validate_key
 
 from .tenancy import ALL, check_job, sees_all, tenant_of, tenant_segment
 
@@ -33,6 +34,7 @@ __all__ = ["JobStore", "TERMINAL", "now", "age_s", "MAX_PAGE"]
 
 MAX_PAGE = 1000
 _REV = 10**13 - 1
+_TORN_READS = 5  # reads of a job record that does not parse before it counts as unavailable
 _TOKEN = re.compile(r"\d{13}-[A-Za-z0-9._\-]{1,128}")
 
 
@@ -88,11 +90,23 @@ class JobStore:
         """The record; a job with a cancel marker reads as CANCELLED (unless ``raw``)."""
         if not job_id:
             raise UserInputError("job_id is empty", field="job_id")
-        try:
-            data = self.store.get_bytes(self.record_key(job_id))
-        except ObjectNotFound:
-            raise NotFound(f"no job {job_id!r}; list jobs with ListJobs", field="job_id") from None
-        job = json_format.Parse(data, _state().Job())
+        key = self.record_key(job_id)
+        for attempt in range(_TORN_READS):
+            try:
+                data = self.store.get_bytes(key)
+            except ObjectNotFound:
+                raise NotFound(f"no job {job_id!r}; list jobs with ListJobs", field="job_id") from None
+            try:
+                job = json_format.Parse(data, _state().Job())
+                break
+            except json_format.ParseError:
+                # a store whose overwrite is not atomic (seen with the S3 test server) can serve a record
+                # while it is being rewritten: read again; still unreadable -> UNAVAILABLE (retryable), never
+                # INTERNAL
+                if attempt == _TORN_READS - 1:
+                    raise StorageUnavailable(f"the record of job {job_id} could not be read ({len(data)} bytes, "
+                                             "not a complete record); try again") from None
+                time.sleep(0.05 * (attempt + 1))
         if not raw:
             self._overlay_cancel(job)
         return job
