@@ -101,3 +101,25 @@ def test_shape_class_counts_per_image_and_pooled():
     c = shape_class_counts(parts)
     assert c["all"] == {"sphere": 3, "rod": 2, "unknown": 1} and list(c["all"]) == ["sphere", "rod", "unknown"]
     assert c["a"] == {"sphere": 3, "unknown": 1} and c["b"] == {"rod": 2}
+
+
+def test_bootstrap_in_blocks_gives_the_same_interval_with_bounded_memory(monkeypatch):
+    """The resamples are drawn a block of rows at a time: the same interval as one (n_boot, N) draw, and the
+    indices held at once stay under the block size (50,000 particles: ~64 MB peak instead of ~1.6 GB)."""
+    import tracemalloc
+
+    import semforge.analysis._distribution as d
+
+    x = np.random.default_rng(1).lognormal(5, 0.3, 3000)
+    blocked = d.bootstrap_ci(x, np.median, n_boot=300)
+    monkeypatch.setattr(d, "_BOOT_BLOCK", 10**12)  # one draw of every resample
+    assert d.bootstrap_ci(x, np.median, n_boot=300) == blocked
+    monkeypatch.setattr(d, "_BOOT_BLOCK", 7 * x.size + 1)  # blocks of 7 rows, the last one short
+    assert d.bootstrap_ci(x, np.median, n_boot=300) == blocked
+    monkeypatch.undo()
+    y = np.random.default_rng(2).lognormal(5, 0.3, 50_000)
+    tracemalloc.start()
+    d.bootstrap_ci(y, np.median, n_boot=400)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100e6  # one draw: 400 x 50,000 int64 = 160 MB of indices alone; here 32 MB blocks

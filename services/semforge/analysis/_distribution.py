@@ -119,6 +119,9 @@ def effective_count(sizes: Sequence[float], weighting: str = "number") -> float:
     return float(w.sum() ** 2 / s2) if s2 > 0 else 0.0
 
 
+_BOOT_BLOCK = 4_000_000  # resampled indices held at once (int64: 32 MB)
+
+
 def bootstrap_ci(sizes: Sequence[float], stat: Callable[[np.ndarray], float], *, n_boot: int = 2000,
                  level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of ``stat`` (particles resampled with replacement)."""
@@ -126,8 +129,13 @@ def bootstrap_ci(sizes: Sequence[float], stat: Callable[[np.ndarray], float], *,
     if x.size < 2:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, (n_boot, x.size))
-    vals = np.array([stat(x[i]) for i in idx])
+    # resamples drawn a block of rows at a time (the same numbers as one (n_boot, N) draw, in the same order),
+    # so memory stays ~32 MB however many particles a sample has (one draw: 16 bytes x n_boot x N)
+    rows = max(1, min(n_boot, _BOOT_BLOCK // x.size))
+    vals = np.empty(n_boot)
+    for start in range(0, n_boot, rows):
+        idx = rng.integers(0, x.size, (min(rows, n_boot - start), x.size))
+        vals[start:start + len(idx)] = [stat(x[i]) for i in idx]
     a = (1 - level) / 2
     lo, hi = np.quantile(vals, [a, 1 - a])
     return float(lo), float(hi)
