@@ -153,3 +153,32 @@ def test_each_worker_gets_its_share_of_the_cores(images, tmp_path, monkeypatch):
     _, job = _job(images, tmp_path)
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["SEMFORGE_WORKER_THREADS"] == env["OMP_NUM_THREADS"] == "2"  # limits.cpu "2"
+
+
+def test_submit_from_an_s3_prefix(images, inprocess, tmp_path, s3_server, monkeypatch):
+    """`semforge batch submit s3://BUCKET/PREFIX`: every image under the prefix (sub-"folders" too, nothing
+    else) is streamed from the bucket into the batch store; the results are the in-process ones; a prefix with
+    no image, a missing bucket name or missing S3 settings are one-line user errors (exit 2)."""
+    src = s3_server.store("semforge")
+    for p in sorted(images.glob("*.tif")):
+        src.put_file(f"incoming/run7/{'sub/' if p.stem.endswith('2') else ''}{p.name}", p)
+    src.put_bytes("incoming/run7/notes.txt", b"not an image")
+    src.put_file("incoming/other/img_9.tif", next(images.glob("*.tif")))  # outside the prefix
+    for n, v in (("S3_ENDPOINT", s3_server.endpoint), ("S3_ACCESS_KEY", s3_server.key),
+                 ("S3_SECRET_KEY", s3_server.secret)):
+        monkeypatch.setenv(n, v)
+    store_dir = tmp_path / "store"
+    store = open_store(str(store_dir))
+    m = submit_batch(store, ["s3://semforge/incoming/run7/"], shards=1)
+    assert m["images"] == 3
+    st = LocalWorkers(str(store_dir), workers=1, poll_s=0.2).run(store, m)
+    assert st["failed_shards"] == {} and st["done"] == 3
+    write_batch_report(store, m["id"], tmp_path / "report", title="semforge report: s")
+    assert_same_results(inprocess, tmp_path / "report")
+    exe = str(ROOT / ".venv/bin/semforge")
+    for source, env, msg in (("s3://semforge/nothing-here/", {}, "no images"),
+                             ("s3:///x", {}, "name a bucket"),
+                             ("s3://semforge/incoming/run7/", {"S3_ENDPOINT": ""}, "S3_ENDPOINT")):
+        r = subprocess.run([exe, "batch", "submit", source, "--store", str(tmp_path / "s2")], capture_output=True,
+                           text=True, env={**os.environ, **env}, timeout=120)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (source, r.stderr)

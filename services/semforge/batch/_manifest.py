@@ -60,23 +60,44 @@ def _images(sources: list[str]) -> list[Path]:
             paths.append(p)
         else:
             raise NotFound(f"no such file or folder: {s}")
-    if not paths:
-        raise UserInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(sources)}")
     return paths
+
+
+def _s3_images(source: str) -> tuple[ObjectStore, list[str]]:
+    """``s3://BUCKET[/PREFIX]``: the store of that bucket (``S3_*`` settings as for ``--store``) and the keys of
+    the images under the prefix (by suffix, sorted; "folders" below it included)."""
+    from ..storage import open_store
+
+    bucket, _, prefix = source[5:].partition("/")
+    if not bucket:
+        raise UserInputError(f"{source}: name a bucket, s3://BUCKET[/PREFIX]")
+    try:
+        src = open_store(f"s3://{bucket}")
+    except ValueError as exc:  # the S3_* settings are missing
+        raise UserInputError(f"{source}: {exc}") from None
+    keys = sorted(k for k in src.list(prefix) if Path(k).suffix.lower() in IMAGE_SUFFIXES)
+    if not keys:
+        raise NotFound(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {source}")
+    return src, keys
 
 
 def submit_batch(store: ObjectStore, sources: list[str], *, shards: int, settings: BatchSettings | None = None,
                  name: str = "batch") -> dict:
     """Upload the images (content-addressed: already stored bytes are not sent again), write the manifest.
 
-    ``sources``: image files and/or folders. Images are dealt round-robin into ``shards`` shards (at most one
-    per image). Returns the manifest.
+    ``sources``: image files, folders and/or ``s3://BUCKET[/PREFIX]`` (every image under the prefix, streamed
+    from that bucket into the batch store; bytes already there are not stored again). Images are dealt
+    round-robin into ``shards`` shards (at most one per image). Returns the manifest.
     """
     settings = settings or BatchSettings()
     if shards < 1:
         raise UserInputError(f"shards must be >= 1, got {shards}", field="shards")
-    paths = _images(sources)
-    names = [image_stem(p) for p in paths]
+    local = [s for s in sources if not s.startswith("s3://")]
+    remote = [_s3_images(s) for s in sources if s.startswith("s3://")]
+    paths = _images(local)
+    names = [image_stem(p) for p in paths] + [image_stem(k) for _, keys in remote for k in keys]
+    if not names:
+        raise UserInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(sources)}")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise UserInputError(f"images share a name: {', '.join(dup)}; rename them")
@@ -85,6 +106,10 @@ def submit_batch(store: ObjectStore, sources: list[str], *, shards: int, setting
         with open(p, "rb") as fh:
             info, _ = store.put_content(iter(lambda: fh.read(1 << 20), b""))
         keys.append(info.key)
+    for src, src_keys in remote:
+        for k in src_keys:
+            info, _ = store.put_content(src.iter_chunks(k))
+            keys.append(info.key)
     return _write_manifest(store, list(zip(names, keys)), shards=shards, settings=settings, name=name)
 
 

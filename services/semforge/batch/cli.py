@@ -119,7 +119,9 @@ def register(sub) -> None:
     b = sub.add_parser("batch", help="batch analysis in shards (local workers or an Indexed Kubernetes Job)")
     bsub = b.add_subparsers(dest="batch_action", required=True)
     s = bsub.add_parser("submit", help="upload images, split into shards, run them, write one report")
-    s.add_argument("sources", nargs="+", metavar="FOLDER_OR_IMAGE")
+    s.add_argument("sources", nargs="+", metavar="FOLDER|IMAGE|s3://BUCKET/PREFIX",
+                   help="image files, folders, or every image under an S3 prefix (S3_ENDPOINT/S3_ACCESS_KEY/"
+                        "S3_SECRET_KEY as for --store)")
     s.add_argument("--store", help="object store shared with the workers: DIR or s3://BUCKET (default SEMFORGE_STORE)")
     s.add_argument("--name", default="batch", help="sample name for the report")
     s.add_argument("--shards", type=int, default=0, help="number of shards (default: --workers; 1 on Kubernetes)")
