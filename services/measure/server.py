@@ -32,7 +32,7 @@ class MeasureServicer(measure_pb2_grpc.MeasureServiceServicer):
         if request.threshold and not 0 < request.threshold < 1:
             raise InvalidOption(f"threshold must be in (0, 1), got {request.threshold}", field="threshold")
         seg = Segmented(None, request.segmenter or opts.segmenter or "", request.threshold or None,
-                        confidence_from_pb(request.confidence, request.HasField("confidence")))
+                        confidence_from_pb(request.confidence, request.HasField("confidence")), request.model_version)
         mask = get_array(self.store, request.mask.key)
         if mask.ndim == 3:
             mask = mask[..., 0]

@@ -59,7 +59,7 @@ class SegmentServicer(segment_pb2_grpc.SegmentServiceServicer):
         info = put_mask(self.store, out.mask)
         return segment_pb2.SegmentResponse(mask=ref_pb(info, "image/png"), model=name, threshold=out.threshold,
                                            confidence=confidence_pb(out.confidence),
-                                           seconds=time.perf_counter() - t0)
+                                           model_version=out.model_version, seconds=time.perf_counter() - t0)
 
 
 def register(store: ObjectStore, model: str = DEFAULT_MODEL):

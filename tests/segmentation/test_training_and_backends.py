@@ -151,6 +151,11 @@ def test_triton_serves_the_repository_and_matches_in_process(tmp_path):
         assert np.abs(a - b).max() < 1e-4
         t = tri.predict(1 - gray, modality="tem")
         assert np.abs(t - local.predict(1 - gray, modality="tem")).max() < 1e-4
+        # the weights each ran, as the report records them: Triton's answer == the in-process model directory
+        from semforge.inference import model_dir
+
+        for m, name in (("se", "semforge_unetpp_se"), ("tem", "semforge_unetpp_transmission")):
+            assert tri.model_version(m) == local.model_version(m) == f"{name}/{model_dir(name).name}"
     finally:
         tp.stop()
 
@@ -195,6 +200,9 @@ def test_segment_service_is_not_serving_until_triton_is_ready(tmp_path, monkeypa
         # #16: the Triton back end cuts at the threshold recommended for the shipped SE network and reports the
         # image's confidence; an explicit threshold wins
         assert r.model == "unetpp-triton" and r.threshold == pytest.approx(0.6)
+        from semforge.inference import model_dir
+
+        assert r.model_version == f"semforge_unetpp_se/{model_dir('semforge_unetpp_se').name}"  # what Triton ran
         assert r.HasField("confidence") and list(r.confidence.flags) == [] and r.confidence.score > 0.5
         r5 = segment_pb2_grpc.SegmentServiceStub(ch).Segment(
             segment_pb2.SegmentRequest(image=common_pb2.ObjectRef(key=info.key), threshold=0.5), timeout=60)

@@ -181,6 +181,10 @@ def test_confidence_in_report_and_warnings_on_both_paths(emb, images, sample_tif
         assert ("empty_prediction", "blank") in codes and ("low_confidence", "noise") in codes
         assert not any(w["image"] == "synthetic_1" and w["code"] in ("empty_prediction", "implausible_foreground",
                                                                      "low_confidence") for w in doc["warnings"])
+        # the weights the segment stage ran, on both paths (through the services: the segment service's answer)
+        from semforge.inference import model_dir
+
+        assert doc["provenance"]["models"]["segmenter_model"] == f"semforge_unetpp_se/{model_dir('semforge_unetpp_se').name}"
         msg = next(w["message"] for w in doc["warnings"] if w["code"] == "low_confidence")
         assert "outside the model's domain" in msg
         with open(d / "summary.csv") as fh:

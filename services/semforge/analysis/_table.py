@@ -36,6 +36,8 @@ class ParticleTable:
     postprocess: dict[str, Any] = field(default_factory=dict)
     #: the segmenter's per-image confidence (``image_confidence``); None when the segmenter gives none
     confidence: dict[str, Any] | None = None
+    #: the weights the segment stage ran (``name/version`` in the model repository it served from; "" unknown)
+    segmenter_model: str = ""
 
     @property
     def unit(self) -> str:
@@ -57,7 +59,7 @@ class ParticleTable:
                 "calibration": {"pixel_size_nm": self.calibration.pixel_size_nm, "source": self.calibration.source},
                 "specimen_rows": int(self.specimen_rows), "separation": self.separation,
                 "classifier": self.classifier, "postprocess": self.postprocess, "confidence": self.confidence,
-                "particles": self.particles}
+                "segmenter_model": self.segmenter_model, "particles": self.particles}
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "ParticleTable":
@@ -69,7 +71,8 @@ class ParticleTable:
                                   cal.get("source") or "none")
         table = cls(image=doc["image"], calibration=calibration, specimen_rows=int(doc["specimen_rows"]),
                     separation=doc["separation"], particles=list(doc["particles"]),
-                    classifier=doc.get("classifier", ""), postprocess=dict(doc.get("postprocess") or {}), confidence=doc.get("confidence"))
+                    classifier=doc.get("classifier", ""), postprocess=dict(doc.get("postprocess") or {}), confidence=doc.get("confidence"),
+                    segmenter_model=doc.get("segmenter_model", ""))
         if table.unit != doc.get("unit", table.unit):
             raise ValueError(f"particle table unit {doc['unit']!r} does not match its calibration ({table.unit})")
         return table

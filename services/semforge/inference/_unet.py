@@ -93,6 +93,7 @@ class OnnxSegmenter(_TiledSegmenter):
         path = model_dir(name, version, repo)
         super().__init__(load_metadata(path), **kw)
         self.name = f"{name}/{path.name}"
+        self.served = self.name  # the weights this session runs
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or os.cpu_count() or 1
         so.inter_op_num_threads = 1
@@ -118,6 +119,7 @@ class TritonSegmenter(_TiledSegmenter):
         super().__init__(meta, **kw)
         self.model, self.version = name, "" if version is None else str(version)
         self.name = f"triton:{name}"
+        self.served = f"{name}/{self.version}" if self.version else ""  # set from each response
         self.client = tg.InferenceServerClient(self.url)
         self.timeout_s = timeout_s
         self._tg = tg
@@ -135,6 +137,9 @@ class TritonSegmenter(_TiledSegmenter):
         inp.set_data_from_numpy(x)
         res = self.client.infer(self.model, [inp], model_version=self.version,
                                 outputs=[tg.InferRequestedOutput("probabilities")], client_timeout=self.timeout_s)
+        served = res.get_response().model_version  # the version Triton ran (the latest unless one was asked)
+        if served:
+            self.served = f"{self.model}/{served}"
         return res.as_numpy("probabilities")
 
 
@@ -172,3 +177,8 @@ class ShippedSegmenter(Segmenter):
 
     def channels(self, gray: np.ndarray, *, modality: str = "se") -> np.ndarray:
         return self.for_modality(modality).predict_channels(gray)
+
+    def model_version(self, modality: str = "se") -> str:
+        """``name/version`` of the weights this segmenter ran (last) for ``modality``: the model directory in
+        process; on Triton the version the server answered with."""
+        return getattr(self.for_modality(modality), "served", "")

@@ -109,7 +109,8 @@ class LocalStages:
         mask = np.zeros(prep.gray.shape, dtype=bool)
         mask[: prep.specimen_rows] = combined(ch) >= threshold
         conf = image_confidence(ch) if getattr(seg, "reports_confidence", False) else None
-        return Segmented(mask, name, threshold, conf)
+        version = seg.model_version(modality) if hasattr(seg, "model_version") else ""
+        return Segmented(mask, name, threshold, conf, version)
 
     def measure(self, prep: Prepared, segmented: Segmented | np.ndarray, options: AnalysisOptions) -> Measured:
         """Clean, separate (+ contrast filter, boundary refinement and growth) and measure with :func:`effective_postprocess`; a
@@ -123,6 +124,7 @@ class LocalStages:
                            specimen_rows=prep.specimen_rows, gray=prep.gray if post.needs_image else None,
                            options=dataclasses.replace(options.measure.with_post(post), classify=False),
                            confidence=s.confidence)
+        res.table.segmenter_model = s.model_version
         return Measured(table=res.table, labels=res.labels, count=len(res.particles), included=len(res.included()))
 
     def classify(self, prep: Prepared, measured: Measured, options: AnalysisOptions,
@@ -214,6 +216,9 @@ def provenance(outcomes: list[ImageOutcome], options: AnalysisOptions) -> dict[s
     segmenter = options.segmenter or DEFAULT_SEGMENTER
     models = {"segmenter": segmenter, "classifier": ", ".join(classifiers) or DEFAULT_CLASSIFIER}
     models.update(_model_versions(segmenter, models["classifier"], options.measure.modality))
+    served = sorted({getattr(o.measured.table, "segmenter_model", "") or "" for o in outcomes} - {""})
+    if served:  # what the segment stage ran (its back end's answer), not this process' model repository
+        models["segmenter_model"] = ", ".join(served)
     # the post-processing actually applied (#16: explicit choices over the recommended values), as measured
     applied = {o.prepared.name: dict(o.measured.table.postprocess) for o in outcomes
                if getattr(o.measured.table, "postprocess", None)}

@@ -158,6 +158,8 @@ class Segmented:
     segmenter: str = ""
     threshold: float | None = None
     confidence: dict[str, Any] | None = None
+    #: ``name/version`` of the weights that made the mask (what the inference back end served), "" if none
+    model_version: str = ""
 
 
 @dataclass
