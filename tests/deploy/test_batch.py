@@ -83,6 +83,15 @@ def test_bad_input_is_one_line(tmp_path):
     r = subprocess.run([str(ROOT / ".venv/bin/semforge"), "batch", "report", "nope", "--store", str(tmp_path / "s"),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    # Kubernetes settings are checked before anything is stored
+    (tmp_path / "img.tif").write_bytes(b"")
+    for extra, msg in ((["--store-secret", "s3-creds", "--store-secret-keys", "AWS_ACCESS_KEY_ID"], "two key names"),
+                       ([], "--image is required")):
+        r = subprocess.run([str(ROOT / ".venv/bin/semforge"), "batch", "submit", str(tmp_path / "img.tif"), "--store",
+                            str(tmp_path / "k8s-store"), "--backend", "kubernetes", *(["--image", "x"] if extra else []),
+                            *extra], capture_output=True, text=True)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "k8s-store").exists() or not any((tmp_path / "k8s-store").rglob("*.json"))
 
 
 def _job(images, tmp_path, shards=2):

@@ -46,6 +46,12 @@ def run_submit(args) -> int:
     store_url = args.store or os.environ.get("SEMFORGE_STORE")
     if not store_url:
         raise UserInputError("--store DIR|s3://BUCKET (or SEMFORGE_STORE) is required: workers share the batch through it")
+    keys = [k.strip() for k in args.store_secret_keys.split(",")]
+    if len(keys) != 2 or not all(keys):  # checked before anything is stored
+        raise UserInputError(f"--store-secret-keys: two key names ACCESS,SECRET, got {args.store_secret_keys!r}",
+                             field="store_secret_keys")
+    if args.backend == "kubernetes" and not args.image:
+        raise UserInputError("--image is required with --backend kubernetes (the semforge-cpu image in your registry)")
     store = _store(store_url)
     shards = args.shards or (args.workers if args.backend == "local" else 1)
     m = submit_batch(store, args.sources, shards=shards, settings=_settings(args), name=args.name)
@@ -57,13 +63,11 @@ def run_submit(args) -> int:
                   f"--shard N`; finished images are kept)", file=sys.stderr)
             return 1
     else:
-        if not args.image:
-            raise UserInputError("--image is required with --backend kubernetes (the semforge-cpu image in your registry)")
         env = [{"name": "SEMFORGE_STORE", "value": store_url}]
         env += [{"name": n, "value": os.environ[n]} for n in ("S3_ENDPOINT", "S3_SECURE") if os.environ.get(n)]
         if args.store_secret:
             env += [{"name": n, "valueFrom": {"secretKeyRef": {"name": args.store_secret, "key": k}}}
-                    for n, k in (("S3_ACCESS_KEY", "accessKey"), ("S3_SECRET_KEY", "secretKey"))]
+                    for n, k in zip(("S3_ACCESS_KEY", "S3_SECRET_KEY"), keys)]
         st = KubernetesJobs(image=args.image, env=env, namespace=args.namespace, parallelism=args.workers).run(
             store, m, progress=None if args.quiet else _print_status, wait=not args.no_wait)
         if args.no_wait:
@@ -129,7 +133,10 @@ def register(sub) -> None:
     s.add_argument("--backend", choices=["local", "kubernetes"], default="local")
     s.add_argument("--image", help="worker image (kubernetes)")
     s.add_argument("--namespace", default="default", help="namespace of the Job (kubernetes)")
-    s.add_argument("--store-secret", help="Secret with accessKey/secretKey for the workers (kubernetes)")
+    s.add_argument("--store-secret", help="Secret with the store's keys for the workers (kubernetes)")
+    s.add_argument("--store-secret-keys", default="accessKey,secretKey", metavar="ACCESS,SECRET",
+                   help="the key names in --store-secret (default accessKey,secretKey; e.g. "
+                        "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY for an external store's Secret)")
     s.add_argument("--no-wait", action="store_true", help="create the Job and return (kubernetes)")
     s.add_argument("--out", help="write the sample report here when the batch is done")
     s.add_argument("--modality", default="se", choices=["se", "stem", "tem", "him"])
