@@ -147,57 +147,6 @@ def export_onnx(model, path: str | Path, size: int, in_ch: int = 2) -> None:
         model.softmax = False
 
 
-_CONFIG = """\
-# Triton model configuration of {name} (written by semforge.classification.train.write_triton_model).
-# {what}
-name: "{name}"
-backend: "python"
-max_batch_size: {max_batch}
-
-# image: particle crops, channel 0 gray normalised over the crop, channel 1 the particle's mask
-input [
-  {{
-    name: "image"
-    data_type: TYPE_FP32
-    dims: [ 2, {size}, {size} ]
-  }}
-]
-
-# probabilities: one per class, in the order of training.json "classes" (softmax in the graph)
-output [
-  {{
-    name: "probabilities"
-    data_type: TYPE_FP32
-    dims: [ {classes} ]
-  }}
-]
-
-dynamic_batching {{
-  max_queue_delay_microseconds: 1000
-}}
-
-instance_group [
-  {{
-    count: 1
-    kind: {kind}
-  }}
-]
-
-# The Python backend's environment (numpy < 2, onnxruntime), inside the model directory as Triton's
-# python_backend requires: {env_note}
-parameters {{
-  key: "EXECUTION_ENV_PATH"
-  value: {{ string_value: "$$TRITON_MODEL_DIRECTORY/{env}" }}
-}}
-
-# ONNX Runtime intra-op threads (0 = ONNX Runtime's default)
-parameters {{
-  key: "THREADS"
-  value: {{ string_value: "0" }}
-}}
-"""
-
-
 def write_triton_model(model_root: str | Path, name: str, *, classes: int, size: int, max_batch: int = 512) -> None:
     """``config.pbtxt`` (GPU) + ``configs/cpu.pbtxt`` and the Python-backend ``model.py`` in every version.
 
@@ -206,17 +155,16 @@ def write_triton_model(model_root: str | Path, name: str, *, classes: int, size:
     """
     import shutil
 
-    from ..inference.triton_repo import CLUSTER_ENV, CPU_ENV
+    from ..inference.triton_repo import write_configs
 
     root = Path(model_root)
-    (root / "configs").mkdir(parents=True, exist_ok=True)
-    kw = dict(name=name, max_batch=max_batch, size=size, classes=classes)
-    (root / "config.pbtxt").write_text(_CONFIG.format(
-        kind="KIND_GPU", env=CLUSTER_ENV, what="GPU deployment (the cluster); configs/cpu.pbtxt is the CPU variant.",
-        env_note=f"the cluster image places {CLUSTER_ENV} here.", **kw))
-    (root / "configs" / "cpu.pbtxt").write_text(_CONFIG.format(
-        kind="KIND_CPU", env=CPU_ENV, what="CPU variant (tests, laptops): tritonserver --model-config-name=cpu.",
-        env_note=f"{CPU_ENV}/ is a link to a virtual environment (make setup: .venv-triton).", **kw))
+    write_configs(root, name, writer="semforge.classification.train.write_triton_model", max_batch=max_batch,
+                  input_comment="image: particle crops, channel 0 gray normalised over the crop, channel 1 the "
+                                "particle's mask",
+                  input_dims=f"2, {size}, {size}",
+                  output_comment='probabilities: one per class, in the order of training.json "classes" '
+                                 "(softmax in the graph)",
+                  output_dims=str(classes), delay_us=1000)
     src = Path(__file__).resolve().parents[1] / "inference" / "triton_backend.py"
     for v in root.iterdir():
         if v.is_dir() and v.name.isdigit():

@@ -24,41 +24,41 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["write_model_config", "install_version", "link_environment", "tritonserver_paths", "TritonProcess",
+__all__ = ["write_model_config", "write_configs", "install_version", "link_environment", "tritonserver_paths", "TritonProcess",
            "local_repository", "CLUSTER_ENV", "CPU_ENV"]
 
 _CONFIG = """\
-# Triton model configuration of {name} (written by semforge.inference.triton_repo.write_model_config).
+# Triton model configuration of {name} (written by {writer}).
 # {what}
 name: "{name}"
 backend: "python"
 max_batch_size: {max_batch}
 
-# image: gray tiles in [0, 1], H and W multiples of 32 (the (x - 0.5) / 0.25 normalization is in model.onnx)
+# {input_comment}
 input [
   {{
     name: "image"
     data_type: TYPE_FP32
-    dims: [ 1, -1, -1 ]
+    dims: [ {input_dims} ]
   }}
 ]
 
-# probabilities: particle{border} per pixel
+# {output_comment}
 output [
   {{
     name: "probabilities"
     data_type: TYPE_FP32
-    dims: [ {classes}, -1, -1 ]
+    dims: [ {output_dims} ]
   }}
 ]
 
 dynamic_batching {{
-  max_queue_delay_microseconds: 2000
+  max_queue_delay_microseconds: {delay_us}
 }}
 
 instance_group [
   {{
-    count: {count}
+    count: 1
     kind: {kind}
   }}
 ]
@@ -73,9 +73,27 @@ parameters {{
 # ONNX Runtime intra-op threads (0 = ONNX Runtime's default)
 parameters {{
   key: "THREADS"
-  value: {{ string_value: "{threads}" }}
+  value: {{ string_value: "0" }}
 }}
 """
+
+
+def write_configs(model_root: str | os.PathLike, name: str, *, writer: str, max_batch: int, input_comment: str,
+                  input_dims: str, output_comment: str, output_dims: str, delay_us: int) -> None:
+    """``config.pbtxt`` (the GPU deployment) and ``configs/cpu.pbtxt`` (CPU variant) of a Python-backend model
+    whose ``model.py`` runs ``model.onnx`` (input ``image``, output ``probabilities``): one template for the
+    segmenters and the classifiers, which differ only in shapes, batch and queue delay."""
+    root = Path(model_root)
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    kw = dict(name=name, writer=writer, max_batch=max_batch, input_comment=input_comment, input_dims=input_dims,
+              output_comment=output_comment, output_dims=output_dims, delay_us=delay_us)
+    (root / "config.pbtxt").write_text(_CONFIG.format(
+        kind="KIND_GPU", env=CLUSTER_ENV, what="GPU deployment (the cluster); configs/cpu.pbtxt is the CPU variant.",
+        env_note=f"the cluster image places {CLUSTER_ENV} here.", **kw))
+    (root / "configs" / "cpu.pbtxt").write_text(_CONFIG.format(
+        kind="KIND_CPU", env=CPU_ENV, what="CPU variant (tests, laptops): tritonserver --model-config-name=cpu.",
+        env_note=f"{CPU_ENV}/ is a link to a virtual environment (make setup: .venv-triton).", **kw))
+
 
 #: the packed environment (conda-pack / venv-pack archive) the cluster image places in each model directory
 CLUSTER_ENV = "semforge-onnx-gpu.tar.gz"
@@ -85,17 +103,13 @@ CPU_ENV = "_env"
 
 
 def write_model_config(model_root: str | os.PathLike, name: str, *, classes: int, max_batch: int = 8) -> None:
-    root = Path(model_root)
-    (root / "configs").mkdir(parents=True, exist_ok=True)
-    border = " and border" if classes == 2 else ""
-    (root / "config.pbtxt").write_text(_CONFIG.format(
-        name=name, max_batch=max_batch, classes=classes, border=border, count=1, kind="KIND_GPU", threads=0,
-        env=CLUSTER_ENV, what="GPU deployment (the cluster); configs/cpu.pbtxt is the CPU variant.",
-        env_note=f"the cluster image places {CLUSTER_ENV} here."))
-    (root / "configs" / "cpu.pbtxt").write_text(_CONFIG.format(
-        name=name, max_batch=max_batch, classes=classes, border=border, count=1, kind="KIND_CPU", threads=0,
-        env=CPU_ENV, what="CPU variant (tests, laptops): tritonserver --model-config-name=cpu.",
-        env_note=f"{CPU_ENV}/ is a link to a virtual environment (make setup: .venv-triton)."))
+    """The configs of a segmenter: gray tiles of any size in, ``classes`` probability maps out."""
+    write_configs(model_root, name, writer="semforge.inference.triton_repo.write_model_config", max_batch=max_batch,
+                  input_comment="image: gray tiles in [0, 1], H and W multiples of 32 (the (x - 0.5) / 0.25 "
+                                "normalization is in model.onnx)",
+                  input_dims="1, -1, -1",
+                  output_comment=f"probabilities: particle{' and border' if classes == 2 else ''} per pixel",
+                  output_dims=f"{classes}, -1, -1", delay_us=2000)
 
 
 def link_environment(model_dir: str | os.PathLike, env_path: str | os.PathLike) -> Path:
