@@ -97,3 +97,26 @@ def test_adapt_bad_input_is_one_line_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["adapt", "--images", str(tmp_path / "empty"), "--modality", "se", "--out", str(tmp_path / "o")]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_pseudo_labels_refine_px_puts_outlines_on_the_gray_edge():
+    """Known answer: the network's particle is 2 px too small; the gray disk has the true radius 12 px.
+    With ``refine_px`` the pseudo-label takes the gray outline (within 0.5 px of radius), without it stays small,
+    and the pixels it adds are learned (weight 1) although the network was unsure there."""
+    from semforge.training.segmentation.adapt import AdaptConfig, pseudo_labels
+
+    yy, xx = np.mgrid[:80, :80]
+    r = np.hypot(yy - 40, xx - 40)
+    gray = np.where(r <= 12, 0.8, 0.2).astype(np.float32)
+    p = np.stack([np.clip(10.5 - r, 0, 1) * 0.98 + 0.01, np.full(r.shape, 0.01)]).astype(np.float32)
+    p[0][(r > 10.5) & (r <= 12)] = 0.4  # unsure rim, below the threshold
+    radius = {}
+    for band in (0, 2):
+        y, w = pseudo_labels(p, AdaptConfig(images=["x"], threshold=0.5, refine_px=band), None, gray)
+        radius[band] = np.sqrt(y[0].sum() / np.pi)
+        if band:
+            grown = (y[0] > 0) & (p[0] < 0.5)
+            assert grown.sum() > 50 and w[grown].min() == 1.0
+    assert abs(radius[2] - 12) < 0.5 and radius[0] < 11.2
+    with pytest.raises(ValueError, match="gray"):
+        pseudo_labels(p, AdaptConfig(images=["x"], refine_px=2), None, None)

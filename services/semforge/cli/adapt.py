@@ -27,6 +27,8 @@ def register(sub) -> None:
                    help="pseudo-labels: grow (+1) / shrink (-1) outlines by a pixel (default 0)")
     a.add_argument("--min-contrast", type=float, default=0.0,
                    help="pseudo-labels: drop objects with less contrast to their surrounding (default 0: off)")
+    a.add_argument("--refine-px", type=int, default=0,
+                   help="pseudo-labels: re-decide outlines on the gray image within this band (default 0: off)")
     a.add_argument("--reference-masks", default="", help="REFERENCE ONLY (never ship): learn these human masks "
                    "(NAME_m.tif) instead of pseudo-labels, to measure the headroom of the same fine-tuning")
     a.add_argument("--quiet", action="store_true")
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                         batch=args.batch, patch=args.patch, seed=args.seed, threads=args.threads,
                         freeze_encoder=not args.full, progress=say,
                         pseudo={"threshold": args.threshold, "watershed_h": args.watershed_h,
-                                "offset_px": args.offset_px, "min_contrast": args.min_contrast},
+                                "offset_px": args.offset_px, "min_contrast": args.min_contrast, "refine_px": args.refine_px},
                         reference_masks=args.reference_masks)
     for v, seen in res["versions"].items():
         print(f"{res['out']}/{v}: adapted on {len(seen)} images")

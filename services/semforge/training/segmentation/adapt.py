@@ -46,6 +46,7 @@ class AdaptConfig:
     watershed_h: float = 0.5
     offset_px: int = 0  # pseudo-label outlines grown (+1) / shrunk (-1) by a pixel (the CV-chosen correction)
     min_contrast: float = 0.0  # pseudo-label instances with less contrast to their ring are dropped (spurious)
+    refine_px: int = 0  # pseudo-label outlines re-decided on the gray image within this band (0: off; the analysis' refinement)
     border_weight: float = 5.0
     freeze_encoder: bool = True  # fine-tune the decoder only (about half the CPU time per step)
     reference_masks: str = ""  # REFERENCE ONLY, never shipped: learn the human masks of this folder instead
@@ -61,6 +62,8 @@ class AdaptConfig:
             raise UserInputError(f"unknown modality {self.modality!r}; use se, him, stem or tem")
         if not 0 <= self.low < self.threshold < self.high <= 1:
             raise UserInputError("need 0 <= low < threshold < high <= 1")
+        if self.refine_px < 0:
+            raise UserInputError("refine_px must be >= 0")
         if self.steps < 1 or self.batch < 1 or self.patch % 32 or self.patch < 64:
             raise UserInputError("steps and batch must be >= 1, patch a multiple of 32 and >= 64")
 
@@ -127,7 +130,9 @@ def pseudo_labels(probs: np.ndarray, cfg: AdaptConfig, pixel_size_nm: float | No
     """Targets ``(2, H, W)`` (foreground with gaps, border) and a pixel weight (0 = unsure) from probabilities.
 
     The instances are those of the harness' post-processing (:mod:`.crossval`) with the config's
-    threshold, separation, offset and contrast filter; ``gray`` is the image as shown (for the filter).
+    threshold, separation, offset and contrast filter, then (``refine_px`` > 0) the analysis' boundary
+    refinement on the gray image (:func:`semforge.analysis._refine.refine_boundaries`); ``gray`` is
+    the image as shown (for the filter and the refinement).
     """
     from .crossval import PostParams, instances_from_probabilities
     from .data import narrow_gaps, touching_gaps
@@ -135,11 +140,17 @@ def pseudo_labels(probs: np.ndarray, cfg: AdaptConfig, pixel_size_nm: float | No
     post = PostParams(threshold=cfg.threshold, separate=cfg.separate, h=cfg.watershed_h, offset_px=cfg.offset_px,
                       min_contrast=cfg.min_contrast)
     inst = instances_from_probabilities(probs, post, gray=gray, dark=cfg.dark, pixel_size_nm=pixel_size_nm)
+    if cfg.refine_px:
+        from ...analysis._refine import refine_boundaries
+
+        if gray is None:
+            raise ValueError("refine_px needs the gray image")
+        inst = refine_boundaries(inst, gray[: inst.shape[0], : inst.shape[1]], dark=cfg.dark, band_px=cfg.refine_px)
     gaps = touching_gaps(inst)
     fg = (inst > 0) & ~gaps
     border = gaps | narrow_gaps(inst)
     sure = (probs[0] >= cfg.high) | (probs[0] <= cfg.low)
-    if cfg.offset_px or cfg.min_contrast:  # the corrected outlines / dropped objects are meant to be learned
+    if cfg.offset_px or cfg.min_contrast or cfg.refine_px:  # the corrected outlines / dropped objects are meant to be learned
         sure |= (inst > 0) != (probs[0] >= 0.5)
     # a predicted particle's own uncertain rim stays unweighted; cut lines are always learned
     weight = (sure | border).astype(np.float32)
