@@ -165,11 +165,12 @@ FIXED = {"watershed": PostParams(), "uecs": PostParams(separate="uecs")}
 
 
 class Model:
-    def __init__(self, key: str, modality: str, channels, *, per_image=None):
+    def __init__(self, key: str, modality: str, channels, *, per_image=None, cache: str | None = None):
         self.key, self.modality, self.channels, self.per_image = key, modality, channels, per_image
+        self.cache = cache or key  # the name of its cached outputs (carries a hash of the weights)
 
     def probs(self, s, scale: float) -> np.ndarray:
-        d = CACHE / "probs" / self.modality / f"{self.key}@{scale:g}"
+        d = CACHE / "probs" / self.modality / f"{self.cache}@{scale:g}"
         f = d / f"{s.name}.npy"
         if f.exists():
             return np.load(f).astype(np.float32)
@@ -190,7 +191,8 @@ class MeanOfScales(Model):
     """Mean of a model's probabilities at several input scales (test-time multi-scale fusion)."""
 
     def __init__(self, model: Model, scales: tuple[float, ...]):
-        super().__init__(f"{model.key}-mean" + "+".join(f"{x:g}" for x in scales), model.modality, None)
+        tag = "-mean" + "+".join(f"{x:g}" for x in scales)
+        super().__init__(model.key + tag, model.modality, None, cache=model.cache + tag)
         self.model, self.scales = model, scales
 
     def probs(self, s, scale: float) -> np.ndarray:
@@ -231,11 +233,19 @@ def adapted(path: Path, modality: str) -> Model:
                     segs[v] = OnnxSegmenter(path.name, version=int(v), repo=path.parent, threads=1)
                 return segs[v].predict_channels
         raise ValueError(f"every version of {path} saw {name}")
-    return Model(rec.get("key", path.name), modality, None, per_image=per_image)
+    # the cache key carries the hash of every version's weights: a model re-made under the same folder name
+    # never reuses the outputs of the old one
+    import hashlib
+
+    h = hashlib.md5()
+    for v in sorted(rec["versions"]):
+        h.update((path / v / "model.onnx").read_bytes())
+    key = rec.get("key", path.name)
+    return Model(key, modality, None, per_image=per_image, cache=f"{key}-{h.hexdigest()[:8]}")
 
 
 def table(model: Model, samples, scale: float, variants: list[PostParams], log) -> dict:
-    f = CACHE / "tables" / model.modality / f"{model.key}@{scale:g}.pkl"
+    f = CACHE / "tables" / model.modality / f"{model.cache}@{scale:g}.pkl"
     tab: dict = pickle.loads(f.read_bytes()) if f.exists() else {}
     dark = model.modality == "tem"
     todo = [v for v in variants if v.label() not in tab or any(s.name not in tab[v.label()] for s in samples)]
@@ -273,7 +283,7 @@ def table(model: Model, samples, scale: float, variants: list[PostParams], log) 
 
 
 def seconds(model: Model, scale: float) -> float:
-    f = CACHE / "probs" / model.modality / f"{model.key}@{scale:g}" / "seconds.json"
+    f = CACHE / "probs" / model.modality / f"{model.cache}@{scale:g}" / "seconds.json"
     return float(np.median(list(json.loads(f.read_text()).values()))) if f.exists() else float("nan")
 
 
