@@ -99,6 +99,7 @@ lint-protos: setup
 
 bench: setup
 	$(BIN)/python tests/bench/run_benchmarks.py --write docs/benchmarks.md
+	$(BIN)/python tests/bench/batch_scaling.py --images 8 --write docs/deploy.md
 
 # batch: images/hour with 1 and 2 local workers, per-image overhead of a shard (docs/deploy.md)
 bench-batch: setup
