@@ -102,3 +102,19 @@ def sample_tiff(tmp_path_factory):
     p = d / "synthetic_1.tif"
     write_zeiss_tiff(p, img, 2.5)
     return p, labels
+
+
+@pytest.fixture(scope="module")
+def emb(tmp_path_factory):
+    """The embedded system (every service on 127.0.0.1, no authentication) over a fresh local store, one per
+    test module, SERVING before the first test; a module that needs other settings defines its own ``emb``."""
+    from semforge.client import GatewayClient
+    from semforge.embedded import start_embedded
+    from semforge.storage import LocalStore
+
+    e = start_embedded(store=LocalStore(tmp_path_factory.mktemp("store")))
+    c = GatewayClient(e.gateway_address)
+    c.wait_ready(30)
+    c.close()
+    yield e
+    e.stop(0.5)

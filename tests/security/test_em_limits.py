@@ -18,7 +18,7 @@ from semforge.analysis import ImageDecodeError, load_image
 from semforge.analysis._emfiles import write_berkeley_emd, write_dm, write_mrc, write_ser, write_velox_emd
 from semforge.analysis._probe import ImageTooLarge, check_image_limits, probe_image
 from semforge.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from semforge.storage import LocalStore, blob_key
+from semforge.storage import blob_key
 
 
 def _velox_bomb(path, h=20000, w=20000, frames=1):
@@ -84,13 +84,6 @@ def test_damaged_em_files_are_clear_decode_errors(tmp_path):
                                                          or "not a recognised image" in str(e.value)), str(e.value)
 
 
-@pytest.fixture(scope="module")
-def emb(tmp_path_factory):
-    from semforge.embedded import start_embedded
-
-    e = start_embedded(store=LocalStore(tmp_path_factory.mktemp("store")))
-    yield e
-    e.stop(0.2)
 
 
 def _upload(emb, name, data):

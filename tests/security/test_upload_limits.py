@@ -9,18 +9,12 @@ import time
 import grpc
 import pytest
 
-from semforge.embedded import start_embedded
 from semforge.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from semforge.storage import LocalStore, blob_key
+from semforge.storage import blob_key
 
 from .test_probe import _huge_tiff_header
 
 
-@pytest.fixture(scope="module")
-def emb(tmp_path_factory):
-    e = start_embedded(store=LocalStore(tmp_path_factory.mktemp("store")))
-    yield e
-    e.stop(0.2)
 
 
 def test_bomb_upload_rejected_from_header_and_not_kept(emb):

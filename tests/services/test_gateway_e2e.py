@@ -20,14 +20,6 @@ from semforge.storage import LocalStore
 S = common_pb2
 
 
-@pytest.fixture(scope="module")
-def emb(tmp_path_factory):
-    e = start_embedded(store=LocalStore(tmp_path_factory.mktemp("store")))
-    c = GatewayClient(e.gateway_address)
-    c.wait_ready(30)
-    yield e
-    c.close()
-    e.stop(0.5)
 
 
 @pytest.fixture

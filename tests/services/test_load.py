@@ -10,18 +10,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from semforge.common.v1 import common_pb2
-from semforge.embedded import start_embedded
 from semforge.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from semforge.rpc import build_server, error_detail_from
 from semforge.rpc._limits import retry_after_ms
-from semforge.storage import LocalStore
 
 
-@pytest.fixture(scope="module")
-def emb(tmp_path_factory):
-    e = start_embedded(store=LocalStore(tmp_path_factory.mktemp("store")))
-    yield e
-    e.stop(0.2)
 
 
 def _replica(emb, **cfg_kw):

@@ -18,10 +18,8 @@ from scipy import ndimage as ndi
 
 from semforge.analysis import MeasureOptions
 from semforge.client import GatewayClient
-from semforge.embedded import start_embedded
 from semforge.inference import Segmenter, register_segmenter
 from semforge.pipeline import AnalysisOptions, DataBar, analyze_paths
-from semforge.storage import LocalStore
 
 CROSS = ndi.generate_binary_structure(2, 1)
 SHAPE = (160, 200)
@@ -83,14 +81,6 @@ def images(tmp_path_factory):
     return d
 
 
-@pytest.fixture(scope="module")
-def emb(tmp_path_factory):
-    e = start_embedded(store=LocalStore(tmp_path_factory.mktemp("store")))
-    c = GatewayClient(e.gateway_address)
-    c.wait_ready(30)
-    yield e
-    c.close()
-    e.stop(0.5)
 
 
 def _rows(d: Path, name: str):

@@ -10,18 +10,8 @@ import tifffile
 
 from semforge.client import GatewayClient, ProgressBar
 from semforge.common.v1 import common_pb2
-from semforge.embedded import start_embedded
-from semforge.storage import LocalStore
 
 
-@pytest.fixture(scope="module")
-def emb(tmp_path_factory):
-    e = start_embedded(store=LocalStore(tmp_path_factory.mktemp("store")))
-    c = GatewayClient(e.gateway_address)
-    c.wait_ready(30)
-    yield e
-    c.close()
-    e.stop(0.5)
 
 
 def test_warnings_in_progress_stream_client_and_report(emb, tmp_path):

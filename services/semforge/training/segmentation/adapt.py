@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage as ndi
+
+from .data import jitter_intensity
 
 __all__ = ["AdaptConfig", "adapt_segmenter", "torch_from_onnx", "pseudo_labels"]
 
@@ -181,13 +182,9 @@ def _augment(rng, im, y, w, patch):
         im, y, w = im[:, ::-1], y[:, :, ::-1], w[:, ::-1]
     k = int(rng.integers(4))
     im, y, w = np.rot90(im, k), np.rot90(y, k, axes=(1, 2)), np.rot90(w, k)
-    im = np.clip(im, 0, 1) ** np.exp(rng.uniform(-0.3, 0.3))
-    im = (im - im.mean()) * rng.uniform(0.75, 1.3) + im.mean() + rng.uniform(-0.08, 0.08)
-    if rng.random() < 0.3:
-        im = ndi.gaussian_filter(im, rng.uniform(0.3, 1.0))
-    if rng.random() < 0.5:
-        im = im + rng.normal(0, rng.uniform(0.0, 0.04), im.shape)
-    return (np.ascontiguousarray(np.clip(im, 0, 1), np.float32), np.ascontiguousarray(y, np.float32),
+    im = jitter_intensity(im, rng, gamma=0.3, contrast=(0.75, 1.3), offset=0.08, blur=(0.3, 1.0), noise_p=0.5,
+                          noise_sd=0.04)
+    return (np.ascontiguousarray(im, np.float32), np.ascontiguousarray(y, np.float32),
             np.ascontiguousarray(w, np.float32))
 
 

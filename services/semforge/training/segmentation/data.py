@@ -154,6 +154,22 @@ def cached_weight_map(instances: np.ndarray, cache_dir: str | os.PathLike | None
     return wmap
 
 
+
+def jitter_intensity(im: np.ndarray, rng: np.random.Generator, *, gamma: float, contrast: tuple[float, float],
+                     offset: float, blur: tuple[float, float], noise_p: float, noise_sd: float,
+                     blur_p: float = 0.3) -> np.ndarray:
+    """Gray-level augmentation of a training crop in [0, 1]: gamma exp(U(-gamma, gamma)), contrast U(contrast)
+    about the mean, offset U(-offset, offset), a Gaussian blur of sigma U(blur) with probability ``blur_p``,
+    Gaussian noise of sd U(0, noise_sd) with probability ``noise_p``; clipped to [0, 1], float32. The draws are
+    made in this order (a recipe's seed gives the same crops as before this was shared)."""
+    im = np.clip(im, 0, 1) ** np.exp(rng.uniform(-gamma, gamma))
+    im = (im - im.mean()) * rng.uniform(*contrast) + im.mean() + rng.uniform(-offset, offset)
+    if rng.random() < blur_p:
+        im = ndi.gaussian_filter(im, rng.uniform(*blur))
+    if rng.random() < noise_p:
+        im = im + rng.normal(0, rng.uniform(0.0, noise_sd), im.shape)
+    return np.clip(im, 0, 1).astype(np.float32)
+
 class PatchSampler:
     """Random augmented patches: image (1, P, P), targets (C, P, P), weights (P, P).
 
@@ -223,14 +239,8 @@ class PatchSampler:
         return np.stack(xs), np.stack(ys), np.stack(ws)
 
     def _intensity(self, im: np.ndarray) -> np.ndarray:
-        r = self.rng
-        im = np.clip(im, 0, 1) ** np.exp(r.uniform(-0.35, 0.35))
-        im = (im - im.mean()) * r.uniform(0.7, 1.4) + im.mean() + r.uniform(-0.1, 0.1)
-        if r.random() < 0.3:
-            im = ndi.gaussian_filter(im, r.uniform(0.3, 1.2))
-        if r.random() < 0.6:
-            im = im + r.normal(0, r.uniform(0.0, 0.05), im.shape)
-        return np.clip(im, 0, 1).astype(np.float32)
+        return jitter_intensity(im, self.rng, gamma=0.35, contrast=(0.7, 1.4), offset=0.1, blur=(0.3, 1.2),
+                                noise_p=0.6, noise_sd=0.05)
 
 
 def fetch_dataset(store, prefix: str, dest: str | os.PathLike, *,
