@@ -120,3 +120,63 @@ def test_pseudo_labels_refine_px_puts_outlines_on_the_gray_edge():
     assert abs(radius[2] - 12) < 0.5 and radius[0] < 11.2
     with pytest.raises(ValueError, match="gray"):
         pseudo_labels(p, AdaptConfig(images=["x"], refine_px=2), None, None)
+
+
+def _fake_render_dataset(root: Path, n: int = 2, size: int = 160) -> Path:
+    """A rendered dataset in the layout `semforge render` writes (scene_*/scene.json, se.png, instances.tif):
+    bright touching squares on a dark holder."""
+    from PIL import Image
+
+    ds = root / "grains"
+    for k in range(n):
+        d = ds / f"scene_{k:05d}"
+        d.mkdir(parents=True)
+        inst = np.zeros((size, size), np.uint16)
+        for i in range(6):
+            y0, x0 = 20 + 22 * i, 30 + 10 * k
+            inst[y0:y0 + 20, x0:x0 + 20] = 2 * i + 1
+            inst[y0:y0 + 20, x0 + 20:x0 + 40] = 2 * i + 2  # touching its neighbour
+        Image.fromarray(np.where(inst > 0, 200, 40).astype(np.uint8)).save(d / "se.png")
+        tifffile.imwrite(d / "instances.tif", inst)
+        (d / "scene.json").write_text(json.dumps({"pixel_size_nm": 7.344}))
+    return ds
+
+
+def test_instance_targets_cut_touching_particles():
+    from semforge.training.segmentation.adapt import instance_targets
+
+    inst = np.zeros((20, 30), np.int32)
+    inst[5:15, 5:15], inst[5:15, 15:25] = 1, 2
+    y, w = instance_targets(inst)
+    assert w.min() == 1.0 and y.shape == (2, 20, 30)
+    # the two columns where the squares touch are cut from the foreground and are border
+    assert y[0][5:15, 14:16].sum() == 0 and y[1][5:15, 14:16].min() == 1
+    assert y[0][6:14, 6:13].min() == 1 and y[0][6:14, 17:24].min() == 1 and y[1][0].sum() == 0
+
+
+def test_adapt_learns_renders_beside_the_images(tmp_path, capsys):
+    """`--renders`: rendered scenes with exact labels fill a share of each batch; recorded; bad input exit 2."""
+    from semforge.cli import main
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    img, _ = synthetic_sem(seed=0, size=(224, 256), n_particles=15, databar_rows=0, radius_px=(10, 2))
+    tifffile.imwrite(imgs / "a0.tif", img)
+    ds = _fake_render_dataset(tmp_path)
+    out = tmp_path / "repo" / "m"
+    common = ["adapt", "--images", str(imgs), "--modality", "se", "--steps", "3", "--batch", "2", "--patch", "128",
+              "--quiet"]
+    assert main(common + ["--out", str(out), "--renders", str(ds)]) == 0
+    rec = json.loads((out / "1" / "training.json").read_text())["adaptation"]
+    assert rec["rendered_scenes"] == 2 and rec["config"]["render_share"] == 0.5
+    assert rec["config"]["renders"] == [str(ds)] and rec["human_masks_used"] is False
+    assert main(common + ["--out", str(tmp_path / "plain")]) == 0
+    plain = json.loads((tmp_path / "plain" / "1" / "training.json").read_text())["adaptation"]
+    assert plain["rendered_scenes"] == 0 and plain["curve"] != rec["curve"]
+    capsys.readouterr()
+    assert main(common + ["--out", str(tmp_path / "o2"), "--render-share", "0.5"]) == 2
+    assert "--renders" in capsys.readouterr().err
+    assert main(common + ["--out", str(tmp_path / "o3"), "--renders", str(tmp_path / "nowhere")]) == 2
+    assert "no training data" in capsys.readouterr().err
+    assert main(common + ["--out", str(tmp_path / "o4"), "--renders", str(ds), "--render-share", "1"]) == 2
+    assert "render_share" in capsys.readouterr().err

@@ -31,6 +31,13 @@ def register(sub) -> None:
                    help="pseudo-labels: re-decide outlines on the gray image within this band (default 0: off)")
     a.add_argument("--reference-masks", default="", help="REFERENCE ONLY (never ship): learn these human masks "
                    "(NAME_m.tif) instead of pseudo-labels, to measure the headroom of the same fine-tuning")
+    a.add_argument("--renders", nargs="+", default=[], metavar="DATASET",
+                   help="rendered datasets (scene_*/, e.g. `semforge render --recipe se-grains`) learned beside the "
+                   "pseudo-labelled images, with their exact labels")
+    a.add_argument("--render-share", type=float, default=None,
+                   help="share of each batch from --renders (default 0.5 when --renders is given)")
+    a.add_argument("--render-image", default=None, help="rendered image to learn from (default se.png; "
+                   "transmission.png for stem/tem)")
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=run)
 
@@ -44,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
                         freeze_encoder=not args.full, progress=say,
                         pseudo={"threshold": args.threshold, "watershed_h": args.watershed_h,
                                 "offset_px": args.offset_px, "min_contrast": args.min_contrast, "refine_px": args.refine_px},
-                        reference_masks=args.reference_masks)
+                        reference_masks=args.reference_masks, renders=args.renders,
+                        render_share=(0.5 if args.renders else 0.0) if args.render_share is None else args.render_share,
+                        render_image=args.render_image or ("transmission.png" if args.modality in ("stem", "tem")
+                                                           else "se.png"))
     for v, seen in res["versions"].items():
         print(f"{res['out']}/{v}: adapted on {len(seen)} images")
     return 0

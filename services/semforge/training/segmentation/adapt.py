@@ -27,7 +27,7 @@ import numpy as np
 
 from .data import jitter_intensity
 
-__all__ = ["AdaptConfig", "adapt_segmenter", "torch_from_onnx", "pseudo_labels"]
+__all__ = ["AdaptConfig", "adapt_segmenter", "torch_from_onnx", "pseudo_labels", "instance_targets"]
 
 
 @dataclass
@@ -51,6 +51,9 @@ class AdaptConfig:
     border_weight: float = 5.0
     freeze_encoder: bool = True  # fine-tune the decoder only (about half the CPU time per step)
     reference_masks: str = ""  # REFERENCE ONLY, never shipped: learn the human masks of this folder instead
+    renders: list[str] = field(default_factory=list)  # rendered dataset roots (scene_*/) learned beside the images
+    render_share: float = 0.0  # share of each batch drawn from the renders (exact labels); 0 = self-training only
+    render_image: str = "se.png"  # the rendered image the network sees (se.png / transmission.png)
     seed: int = 0
     threads: int = 1
 
@@ -65,6 +68,10 @@ class AdaptConfig:
             raise UserInputError("need 0 <= low < threshold < high <= 1")
         if self.refine_px < 0:
             raise UserInputError("refine_px must be >= 0")
+        if not 0 <= self.render_share < 1:
+            raise UserInputError(f"render_share must be in [0, 1), got {self.render_share}")
+        if self.render_share > 0 and not self.renders:
+            raise UserInputError("render_share > 0 needs rendered datasets (--renders)")
         if self.steps < 1 or self.batch < 1 or self.patch % 32 or self.patch < 64:
             raise UserInputError("steps and batch must be >= 1, patch a multiple of 32 and >= 64")
 
@@ -163,11 +170,16 @@ def _human_targets(masks: Path, stem: str, rows: int):
     import tifffile
     from skimage.measure import label
 
-    from .data import narrow_gaps, touching_gaps
-
     m = tifffile.imread(masks / f"{stem}_m.tif")
     m = m.max(axis=-1) if m.ndim == 3 else m
-    inst = label(m[:rows] > 0, connectivity=1).astype(np.int32)
+    return instance_targets(label(m[:rows] > 0, connectivity=1).astype(np.int32))
+
+
+def instance_targets(inst: np.ndarray):
+    """Targets ``(2, H, W)`` (foreground with the gaps between touching particles cut out; border = the gaps
+    and the narrow lines between particles) and a weight of ones, from exact instance labels."""
+    from .data import narrow_gaps, touching_gaps
+
     gaps = touching_gaps(inst)
     y = np.stack([(inst > 0) & ~gaps, gaps | narrow_gaps(inst)]).astype(np.float32)
     return y, np.ones(inst.shape, np.float32)
@@ -226,6 +238,18 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
         if min(x.shape) < cfg.patch:
             raise UserInputError(f"{p}: image smaller than the training crop ({cfg.patch} px)")
         data.append((x, y, w))
+    rendered = []
+    if cfg.render_share > 0:
+        from .data import load_pairs
+
+        for root in cfg.renders:
+            for pair in load_pairs(root, image_file=cfg.render_image):
+                y, w = instance_targets(pair.instances)
+                x = 1 - pair.image if cfg.dark else pair.image
+                if min(x.shape) < cfg.patch:
+                    raise UserInputError(f"{root}/{pair.name}: render smaller than the training crop ({cfg.patch} px)")
+                rendered.append((x.astype(np.float32), y, w))
+    n_rendered = int(round(cfg.batch * cfg.render_share)) if rendered else 0
     t_data = time.perf_counter() - t0
     net = torch_from_onnx(base / "model.onnx", mcfg)
     net.train()
@@ -237,7 +261,11 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
     curve = []
     for step in range(1, cfg.steps + 1):
-        xs, ys, ws = zip(*(_augment(rng, *data[int(rng.integers(len(data)))], cfg.patch) for _ in range(cfg.batch)))
+        # the first batch - n_rendered crops from the real images, the rest from renders (same draws as
+        # before when there are no renders)
+        xs, ys, ws = zip(*(_augment(rng, *(data[int(rng.integers(len(data)))] if b < cfg.batch - n_rendered
+                                           else rendered[int(rng.integers(len(rendered)))]), cfg.patch)
+                           for b in range(cfg.batch)))
         x = torch.from_numpy(normalize(np.stack(xs)[:, None]))
         y, w = torch.from_numpy(np.stack(ys)), torch.from_numpy(np.stack(ws))
         logits = net(x)
@@ -264,7 +292,8 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
                        "seconds": {"pseudo_labels": round(t_data, 1),
                                    "train": round(time.perf_counter() - t0 - t_data, 1)},
                        "machine": f"{platform.machine()}, torch {torch.__version__}, {cfg.threads} threads",
-                       "human_masks_used": bool(cfg.reference_masks)},
+                       "human_masks_used": bool(cfg.reference_masks),
+                       "rendered_scenes": len(rendered)},
         "onnx_bytes": (out / "model.onnx").stat().st_size,
     })
     (out / "training.json").write_text(json.dumps(record, indent=1))
@@ -287,12 +316,16 @@ def _next_version(folder: Path) -> int:
 
 def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base: str = "", steps: int = 200,
                   batch: int = 4, patch: int = 192, seed: int = 0, threads: int = 1, freeze_encoder: bool = True,
-                  pseudo: dict | None = None, reference_masks: str = "", progress: Callable[[str], None] | None = None) -> dict:
+                  pseudo: dict | None = None, reference_masks: str = "", renders: list[str] | None = None,
+                  render_share: float = 0.0, render_image: str = "se.png",
+                  progress: Callable[[str], None] | None = None) -> dict:
     """``semforge adapt``: new version(s) of the model folder ``out`` adapted to the images of ``images``.
 
     ``folds`` = 0: one version from all images. ``folds`` = k >= 2: k versions, version i trained on
     every image outside fold i (contiguous blocks of the sorted names), and ``out/folds.json`` saying
     which images each version saw -- so that each image can be scored by a version that never saw it.
+    ``renders`` / ``render_share``: rendered datasets whose exact labels fill that share of every batch
+    beside the pseudo-labelled real images (e.g. the ``se-grains`` recipe: separations of small touching grains).
     """
     import shutil
 
@@ -329,7 +362,8 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
         v = _next_version(dest)
         cfg = AdaptConfig(images=[str(p) for p in plan], modality=modality, base=str(base_dir), steps=steps,
                           batch=batch, patch=patch, seed=seed, threads=threads, freeze_encoder=freeze_encoder,
-                          reference_masks=reference_masks, **(pseudo or {}))
+                          reference_masks=reference_masks, renders=list(renders or []), render_share=render_share,
+                          render_image=render_image, **(pseudo or {}))
         say = (lambda ev, v=v: progress(f"version {v}: step {ev['step']}/{steps} loss {ev['loss']:.4f} "
                                         f"({ev['elapsed_s']:.0f} s)")) if progress else None
         adapt_segmenter(cfg, dest / str(v), progress=say)

@@ -31,6 +31,18 @@ def _tio2_with_rods() -> list[ShapeComponent]:
                            ShapeComponent("short_rod", 1, 90, 15, "normal", 2.5)]
 
 
+def _tio2_grains() -> list[ShapeComponent]:
+    """Small primary grains (about 110 nm ECD, 60-200 nm) of the TiO2-like shapes, for dense agglomerates:
+    the clumps the SEM annotators split into primary particles and the network merges (#16)."""
+    return [ShapeComponent("icosahedron", 2, 115, 40, "lognormal"),
+            ShapeComponent("pentagonal_bipyramid", 2, 120, 40, "lognormal"),
+            ShapeComponent("octahedron", 2, 115, 40, "lognormal"),
+            ShapeComponent("indented_sphere", 1, 110, 35, "lognormal"),
+            ShapeComponent("tetrahedron", 1, 130, 40, "lognormal"),
+            ShapeComponent("cube", 1, 100, 30, "lognormal"),
+            ShapeComponent("icosahedron", 1, 220, 50, "lognormal")]
+
+
 def _transmission_mix() -> list[ShapeComponent]:
     """Metal/oxide nanoparticles as seen in STEM/TEM: spheres, rods, plates, polyhedra around 40 nm."""
     return [ShapeComponent("sphere", 3, 40, 8, "lognormal"),
@@ -53,6 +65,8 @@ def _family(prefix: str, comps, pixel_nm: float, counts: list[int], scenes: int,
 RECIPES = {
     # SE, 7.344 nm/px as on the facility's Zeiss at 50 000x: 26 px particles, 25 to 450 per field
     "se": _family("se-tio2", _tio2_like, 7.344, [25, 80, 160, 280, 450], 24, 1000),
+    # SE, small primary grains in dense agglomerates (cluster 0.9): separations of touching small grains (#16)
+    "se-grains": _family("se-grains", _tio2_grains, 7.344, [150, 300, 500], 12, 5000, cluster=0.9),
     # transmission, 2 nm/px: 20 px particles
     "transmission": _family("tem-mix", _transmission_mix, 2.0, [30, 120, 250, 400], 18, 2000),
     # held out, for the translation content check by shape (rods; not used to train the shipped models)
