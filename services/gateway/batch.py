@@ -12,74 +12,32 @@ sets them for the CPU pool), ``BATCH_IMAGE_PULL_POLICY``, ``BATCH_IMAGE_PULL_SEC
 names); ``BATCH_THREADS`` (local: threads per worker, default
 cores // workers -- in a pod ``os.cpu_count()`` is the node's, so the chart sets it).
 
-Store layout besides the library's (``batches/<id>/manifest.json`` carries ``tenant`` and ``owner``)::
-
-    batches/<id>/state.json        state, message, finished_at, backend, outputs (written by the driving replica)
-    batches/<id>/report/<file>     the sample report once SUCCEEDED
-
-    batches/<id>/lease/<n>         create-only: the replica that wrote it drives generation n of the batch
-    batches/<id>/heartbeat         the driving replica's clock, every RESUME_AFTER_S / 4
-    batch-released/<id>            a stopping replica gave the batch up: another one resumes it at once
-    active-batches/<id>            not finished (the stale-driver scan reads only these)
-
-Any replica answers ``GetBatch``/``WatchBatch``/``CancelBatch``/``Download`` (everything is in the store); the
-replica that accepted the batch drives it. When that replica stops (SIGTERM) before the batch ends, it stops
-its local workers (finished images stay done), writes ``batch-released/<id>``, and another replica takes the
-next lease and runs the shards again (finished images are skipped): a rolling replacement of the gateways
-loses no batch. A replica killed without SIGTERM releases nothing, but its heartbeat stops: once it is older
-than ``RESUME_AFTER_S`` another replica takes the next lease and resumes the batch (local workers die with
-the replica that started them: Linux parent-death signal). A Kubernetes Job needs no driver and goes on;
-only its report then needs ``semforge batch report``. A batch of another tenant answers NOT_FOUND like an unknown id.
+The batches themselves (store layout, driving, leases, takeover across replicas) are
+:class:`semforge.batch.BatchService`, library code the gateway hosts; this module turns the environment into its
+:class:`BatchConfig`, requests into its plain arguments and its batches (dicts) into ``gateway_pb2.Batch``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
-import tempfile
-import threading
-import time
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
-import grpc
-
+from semforge import batch
+from semforge.batch import BatchService, kubernetes_backend
 from semforge.common.v1 import common_pb2
-from semforge.errors import NotFound, UserInputError
+from semforge.errors import UserInputError
 from semforge.gateway.v1 import gateway_pb2
-from semforge.jobs.tenancy import no_object, owner_of, owns_upload, tenant_of, upload_name, visible
-from semforge.rpc import RpcAbort, env_float, env_int, env_str, map_exceptions
-from semforge.rpc.convert import analysis_options_from_pb
+from semforge.rpc import env_float, env_int, env_str, map_exceptions
 from semforge.security import current_identity
-from semforge.storage import ObjectNotFound, ObjectStore, key_segment, validate_key
+from semforge.storage import ObjectStore
 
-log = logging.getLogger("semforge.gateway.batch")
+__all__ = ["BatchConfig", "BatchRpcs", "BatchService", "batch_pb", "kubernetes_backend"]
 
 S = common_pb2
-FINISHED = (S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED)
-POLL_S = 0.5
-_BATCH_ID = re.compile(r"[0-9a-f]{32}")
 
 
-@dataclass
-class BatchConfig:
-    backend: str = "local"
-    workers: int = 2
-    image: str = ""
-    namespace: str = "default"
-    store_secret: str = ""
-    store_url: str = ""
-    threads: int = 0
-    resume_after_s: float = 60.0
-    store_secret_keys: tuple = ("accessKey", "secretKey")
-    worker_resources: dict | None = None
-    node_selector: dict | None = None
-    tolerations: list | None = None
-    image_pull_policy: str = "IfNotPresent"
-    image_pull_secrets: tuple = ()
+class BatchConfig(batch.BatchConfig):
+    """:class:`semforge.batch.BatchConfig` from the gateway's environment (the settings above)."""
 
     @classmethod
     def from_env(cls, store: ObjectStore, store_url: str | None) -> "BatchConfig":
@@ -115,322 +73,28 @@ def _env_json(name: str, kind: type):
     return val or None
 
 
-def _snake(d: dict) -> dict:
-    return {re.sub(r"([A-Z])", r"_\1", k).lower(): v for k, v in d.items()}
+def _state_pb(state: str) -> int:
+    return S.JobState.Value(f"JOB_STATE_{state}")
 
 
-def kubernetes_backend(cfg: BatchConfig):
-    """The :class:`semforge.batch.KubernetesJobs` of this configuration: the worker pods get the gateway's store
-    settings (credentials from ``BATCH_STORE_SECRET``), its placement and resources."""
-    from semforge.batch import KubernetesJobs
-
-    env = [{"name": "SEMFORGE_STORE", "value": cfg.store_url}]
-    env += [{"name": n, "value": os.environ[n]} for n in ("S3_ENDPOINT", "S3_SECURE") if os.environ.get(n)]
-    if cfg.store_secret:
-        env += [{"name": n, "valueFrom": {"secretKeyRef": {"name": cfg.store_secret, "key": k}}}
-                for n, k in zip(("S3_ACCESS_KEY", "S3_SECRET_KEY"), cfg.store_secret_keys)]
-    return KubernetesJobs(image=cfg.image, env=env, namespace=cfg.namespace, parallelism=cfg.workers,
-                          resources=cfg.worker_resources, node_selector=cfg.node_selector,
-                          tolerations=[_snake(t) for t in cfg.tolerations] if cfg.tolerations else None,
-                          image_pull_policy=cfg.image_pull_policy, image_pull_secrets=list(cfg.image_pull_secrets))
+def batch_pb(b: dict) -> gateway_pb2.Batch:
+    """A batch as :meth:`semforge.batch.BatchService.get` returns it, as the wire's ``Batch``."""
+    pb = gateway_pb2.Batch(batch_id=b["batch_id"], state=_state_pb(b["state"]), images_total=b["images_total"],
+                           images_done=b["images_done"], shards=b["shards"], message=b["message"],
+                           sample=b["sample"], tenant=b["tenant"], owner=b["owner"], created_at=b["created_at"],
+                           finished_at=b["finished_at"], backend=b["backend"])
+    for name, key in b["outputs"].items():
+        pb.outputs[name].CopyFrom(S.ObjectRef(key=key))
+    return pb
 
 
-def _rfc3339(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-class BatchService:
-    """Batches of one gateway replica: submit (and drive), read, watch, cancel, report files."""
-
-    def __init__(self, store: ObjectStore, cfg: BatchConfig, stopping: threading.Event | None = None):
-        self.store, self.cfg = store, cfg
-        self.stopping = stopping or threading.Event()
-        self._driving: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
-        self.replica = uuid.uuid4().hex[:8]
-        threading.Thread(target=self._on_stop, name="batch-stop", daemon=True).start()
-        threading.Thread(target=self._resume_released, name="batch-resume", daemon=True).start()
-
-    # -- records -----------------------------------------------------------------------------------------------
-    def _state(self, batch_id: str) -> dict:
-        try:
-            return json.loads(self.store.get_bytes(f"batches/{batch_id}/state.json"))
-        except ObjectNotFound:
-            return {"state": "QUEUED"}
-
-    def _put_state(self, batch_id: str, **fields) -> None:
-        doc = {**self._state(batch_id), **fields}
-        self.store.put_bytes(f"batches/{batch_id}/state.json", json.dumps(doc).encode())
-
-    def _manifest(self, batch_id: str, ident) -> dict:
-        from semforge.batch import load_manifest
-
-        try:  # ids are what SubmitBatch made (32 hex digits): nothing else is looked up
-            m = load_manifest(self.store, batch_id) if _BATCH_ID.fullmatch(batch_id or "") else None
-        except NotFound:
-            m = None
-        if m is None or "tenant" not in m or not visible(ident, m["tenant"]):  # foreign = unknown
-            raise NotFound(f"no batch {batch_id!r}; SubmitBatch returns the id", field="batch_id")
-        return m
-
-    def _pb(self, m: dict) -> gateway_pb2.Batch:
-        from semforge.batch import batch_status
-
-        st = batch_status(self.store, m["id"])
-        doc = self._state(m["id"])
-        state = S.JobState.Value(f"JOB_STATE_{doc['state']}")
-        if st["cancelled"] and state not in FINISHED:
-            state = S.JOB_STATE_CANCELLED  # the marker wins, whatever the driving replica writes later
-        b = gateway_pb2.Batch(batch_id=m["id"], state=state, images_total=m["images"], images_done=st["done"],
-                              shards=st["shards"], message=doc.get("message", ""), sample=m.get("name", ""),
-                              tenant=m["tenant"], owner=m.get("owner", ""), created_at=_rfc3339(m["created"]),
-                              finished_at=doc.get("finished_at", ""), backend=doc.get("backend", ""))
-        for name, key in doc.get("outputs", {}).items():
-            b.outputs[name].CopyFrom(S.ObjectRef(key=key))
-        return b
-
-    # -- RPC bodies --------------------------------------------------------------------------------------------
-    def submit(self, req: gateway_pb2.SubmitBatchRequest, ident) -> gateway_pb2.Batch:
-        from semforge.batch import BatchSettings, submit_stored_batch
-
-        if self.stopping.is_set():
-            raise RpcAbort(grpc.StatusCode.UNAVAILABLE, "this gateway replica is shutting down; submit again")
-        if not req.images:
-            raise UserInputError("no images given: upload images first and pass their references", field="images")
-        if req.names and len(req.names) != len(req.images):
-            raise UserInputError(f"{len(req.names)} names for {len(req.images)} images", field="names")
-        if req.shards < 0:
-            raise UserInputError(f"shards must be >= 0, got {req.shards}", field="shards")
-        if self.cfg.backend == "local" and not self.cfg.store_url:
-            raise RpcAbort(grpc.StatusCode.FAILED_PRECONDITION, "the local batch back end needs a store its worker "
-                           "processes can open (SEMFORGE_STORE)")
-        if self.cfg.backend == "kubernetes" and not self.cfg.image:
-            raise RpcAbort(grpc.StatusCode.FAILED_PRECONDITION, "BATCH_BACKEND=kubernetes needs BATCH_IMAGE")
-        settings = BatchSettings(analysis_options_from_pb(req.options))
-        tenant = tenant_of(ident)
-        images = []
-        for i, ref in enumerate(req.images):
-            if not ref.key:
-                raise UserInputError(f"image {i}: empty object reference", field=f"images[{i}].key")
-            validate_key(ref.key)
-            if not owns_upload(self.store, ident, ref.key) or not self.store.exists(ref.key):
-                raise ObjectNotFound(f"image {i}: {no_object(ref.key)}")
-            given = req.names[i] if req.names else ""
-            name = given or Path(upload_name(self.store, tenant, ref.key) or f"image{i + 1}").name
-            name = key_segment(name.rsplit(".", 1)[0] if "." in name and not given else name)
-            images.append((name, ref.key))
-        m = submit_stored_batch(self.store, images, shards=req.shards or self.cfg.workers, settings=settings,
-                                name=req.sample or "sample", extra={"tenant": tenant, "owner": owner_of(ident)})
-        self.store.put_if_absent(f"batches/{m['id']}/lease/0", self.replica.encode())
-        self._put_state(m["id"], state="QUEUED", backend=self.cfg.backend, generation=0)
-        self.store.put_bytes(f"active-batches/{m['id']}", b"")
-        self._start(m)
-        log.info("batch %s: %d images in %d shards (%s)", m["id"], m["images"], len(m["shards"]), self.cfg.backend)
-        return self._pb(m)
-
-    def _start(self, m: dict) -> None:
-        stop = threading.Event()
-        with self._lock:
-            self._driving[m["id"]] = stop
-        # not a daemon (said explicitly: a thread inherits it from its creator, and gRPC's handler threads are
-        # daemons): on SIGTERM the process waits for the driver to stop its workers and release the batch
-        threading.Thread(target=self._drive, args=(m, stop), name=f"batch-{m['id'][:8]}", daemon=False).start()
-
-    def get(self, batch_id: str, ident) -> gateway_pb2.Batch:
-        return self._pb(self._manifest(batch_id, ident))
-
-    def watch(self, batch_id: str, ident, context):
-        m = self._manifest(batch_id, ident)
-        last = None
-        while context.is_active():
-            b = self._pb(m)
-            key = (b.state, b.images_done, b.message)
-            if key != last:
-                last = key
-                yield gateway_pb2.WatchBatchResponse(event=S.ProgressEvent(
-                    job_id=batch_id, stage="batch", fraction=b.images_done / max(b.images_total, 1), state=b.state,
-                    message=f"{b.images_done}/{b.images_total} images" + (f": {b.message}" if b.message else "")))
-            if b.state in FINISHED:
-                yield gateway_pb2.WatchBatchResponse(batch=b)
-                return
-            if self.stopping.is_set():
-                raise RpcAbort(grpc.StatusCode.UNAVAILABLE, f"this gateway replica is shutting down; batch {batch_id} "
-                               "goes on: watch it again (WatchBatch)")
-            time.sleep(POLL_S)
-
-    def cancel(self, batch_id: str, ident) -> gateway_pb2.Batch:
-        from semforge.batch import cancel_batch
-
-        m = self._manifest(batch_id, ident)
-        if self._state(batch_id)["state"] not in ("SUCCEEDED", "FAILED"):
-            cancel_batch(self.store, batch_id)
-            if self.cfg.backend == "kubernetes":
-                try:
-                    self._kubernetes().cancel(self.store, batch_id)
-                except Exception as exc:  # noqa: BLE001 - the marker stops the workers anyway
-                    log.warning("batch %s: could not delete its Job (%s); its workers stop at the cancel marker",
-                                batch_id, exc)
-        return self._pb(m)
-
-    def output_key(self, batch_id: str, name: str, ident) -> str:
-        m = self._manifest(batch_id, ident)
-        outputs = self._state(batch_id).get("outputs", {})
-        if name not in outputs:
-            b = self._pb(m)
-            if b.state != S.JOB_STATE_SUCCEEDED:
-                raise ObjectNotFound(f"batch {batch_id} has no report yet (state {S.JobState.Name(b.state)}); wait "
-                                     "for it to finish")
-            raise ObjectNotFound(f"batch {batch_id} has no output {name!r}; available: {', '.join(sorted(outputs))}")
-        return outputs[name]
-
-    # -- driving a batch ---------------------------------------------------------------------------------------
-    def _kubernetes(self):
-        return kubernetes_backend(self.cfg)
-
-    def _drive(self, m: dict, stop: threading.Event) -> None:
-        from semforge.batch import LocalWorkers, batch_status
-
-        batch_id = m["id"]
-        ended = threading.Event()
-
-        def beat():  # the replica is alive and drives this batch
-            while True:
-                try:
-                    self.store.put_bytes(f"batches/{batch_id}/heartbeat", repr(time.time()).encode())
-                except Exception:  # noqa: BLE001 - store down: the next beat tries again
-                    pass
-                if ended.wait(self.cfg.resume_after_s / 4):
-                    return
-
-        threading.Thread(target=beat, name=f"batch-beat-{batch_id[:8]}", daemon=True).start()
-        try:
-            self._put_state(batch_id, state="RUNNING")
-            if self.cfg.backend == "local":
-                LocalWorkers(self.cfg.store_url, workers=self.cfg.workers,
-                             threads=self.cfg.threads or None).run(self.store, m, stop=stop)
-            else:
-                try:
-                    self._kubernetes().run(self.store, m, stop=stop)
-                except Exception as exc:  # noqa: BLE001 - say what to fix
-                    raise RuntimeError(
-                        f"BATCH_BACKEND=kubernetes could not run the batch's Job ({type(exc).__name__}: {exc}); the "
-                        "gateway needs a cluster: run it in one (a service account allowed to create/delete jobs and "
-                        "get jobs/status: the chart's rbac) or set KUBECONFIG") from exc
-            st = batch_status(self.store, batch_id)
-            if st["cancelled"]:
-                self._put_state(batch_id, state="CANCELLED", message=f"cancelled after {st['done']} of {st['images']} "
-                                "images", finished_at=_rfc3339(time.time()))
-            elif stop.is_set() and st["done"] < st["images"] and self.cfg.backend == "kubernetes":
-                self._put_state(batch_id, message=(  # the Job needs no driver; only the report needs one
-                    f"the gateway replica following it stopped at {st['done']} of {st['images']} images; its Job goes "
-                    f"on: write the report with `semforge batch report {batch_id} --store ...` once it is done"))
-            elif stop.is_set() and st["done"] < st["images"]:  # SIGTERM: another replica resumes it at once
-                self._put_state(batch_id, state="RUNNING", message=(
-                    f"released by a stopping gateway replica at {st['done']} of {st['images']} images; another "
-                    "replica resumes it"))
-                self.store.put_bytes(f"batch-released/{batch_id}", self.replica.encode())
-                log.info("batch %s released to the other replicas", batch_id)
-            elif st["done"] < st["images"]:
-                self._put_state(batch_id, state="FAILED", finished_at=_rfc3339(time.time()), message=(
-                    f"{st['images'] - st['done']} of {st['images']} images have no result (a worker failed; the "
-                    "gateway log has its output); submit the same images again: finished results are reused"))
-            else:
-                self._put_state(batch_id, state="RUNNING", message="writing the report")
-                outputs = self._report(m)
-                self._put_state(batch_id, state="SUCCEEDED", message="", outputs=outputs,
-                                finished_at=_rfc3339(time.time()))
-            log.info("batch %s: %s", batch_id, self._state(batch_id)["state"])
-        except Exception as exc:  # noqa: BLE001 - a batch that cannot go on says why
-            log.exception("batch %s failed", batch_id)
-            try:
-                self._put_state(batch_id, state="FAILED", message=f"{type(exc).__name__}: {exc}",
-                                finished_at=_rfc3339(time.time()))
-            except Exception:  # noqa: BLE001 - the store is down: nothing more to record
-                pass
-        finally:
-            ended.set()
-            try:
-                if self._state(batch_id).get("state") in ("SUCCEEDED", "FAILED", "CANCELLED"):
-                    self.store.delete(f"active-batches/{batch_id}")
-            except Exception:  # noqa: BLE001 - the scan drops it later
-                pass
-            with self._lock:
-                self._driving.pop(batch_id, None)
-
-    def _report(self, m: dict) -> dict[str, str]:
-        from semforge.batch import write_batch_report
-
-        outputs = {}
-        with tempfile.TemporaryDirectory(prefix="semforge-batch-report-") as tmp:
-            write_batch_report(self.store, m["id"], tmp, title=f"semforge report: {m['name']}")
-            for p in sorted(Path(tmp).rglob("*")):
-                if p.is_file():
-                    rel = p.relative_to(tmp).as_posix()
-                    key = f"batches/{m['id']}/report/{rel}"
-                    self.store.put_bytes(key, p.read_bytes())
-                    outputs[rel] = key
-        return outputs
-
-    def _resume_released(self) -> None:
-        """Take over batches that a stopping replica released: one create-only lease per generation, so exactly
-        one replica resumes each."""
-        from semforge.batch import load_manifest
-
-        def take_over(batch_id: str, why: str) -> None:
-            gen = int(self._state(batch_id).get("generation", 0)) + 1
-            if not self.store.put_if_absent(f"batches/{batch_id}/lease/{gen}", self.replica.encode()):
-                return  # another replica took it
-            self._put_state(batch_id, generation=gen, message=f"resumed by another gateway replica ({why})")
-            self.store.delete(f"batch-released/{batch_id}")
-            log.info("resuming %s batch %s (generation %d)", why, batch_id, gen)
-            self._start(load_manifest(self.store, batch_id))
-
-        tick = 0
-        while not self.stopping.wait(1.0):
-            tick += 1
-            try:
-                released = [k.split("/", 1)[1] for k in self.store.list_after("batch-released/")]
-                # every 5 s: batches whose driver died without releasing them (SIGKILL, node lost)
-                active = [k.split("/", 1)[1] for k in self.store.list_after("active-batches/")] if tick % 5 == 0 else []
-            except Exception:  # noqa: BLE001 - store down: try again next second
-                continue
-            for batch_id, why in [(b, "released") for b in released] + [(b, "stale") for b in active]:
-                if self.stopping.is_set():
-                    break
-                if not _BATCH_ID.fullmatch(batch_id):
-                    continue
-                with self._lock:
-                    if batch_id in self._driving:
-                        continue
-                try:
-                    if why == "stale" and not self._stale(batch_id):
-                        continue
-                    take_over(batch_id, why)
-                except Exception:  # noqa: BLE001 - the next scan tries again
-                    log.exception("could not resume batch %s", batch_id)
-
-    def _stale(self, batch_id: str) -> bool:
-        """Not finished, driven by local workers, and its driver's heartbeat older than RESUME_AFTER_S."""
-        doc = self._state(batch_id)
-        if doc.get("state") in ("SUCCEEDED", "FAILED", "CANCELLED"):
-            self.store.delete(f"active-batches/{batch_id}")
-            return False
-        if doc.get("backend", "local") != "local" or self.store.exists(f"batch-released/{batch_id}"):
-            return False  # a Job needs no driver; a released batch is taken over by the released path
-        try:
-            beat = float(self.store.get_bytes(f"batches/{batch_id}/heartbeat"))
-        except (ObjectNotFound, ValueError):  # its replica died before the first beat: count from the submission
-            from semforge.batch import load_manifest
-
-            beat = float(load_manifest(self.store, batch_id)["created"])
-        return time.time() - beat > self.cfg.resume_after_s
-
-    def _on_stop(self) -> None:
-        self.stopping.wait()
-        with self._lock:
-            driving = list(self._driving.values())
-        for stop in driving:  # each driver stops its workers and records how far the batch got
-            stop.set()
+def _watch_pb(item: dict) -> gateway_pb2.WatchBatchResponse:
+    if "batch" in item:
+        return gateway_pb2.WatchBatchResponse(batch=batch_pb(item["batch"]))
+    ev = item["event"]
+    return gateway_pb2.WatchBatchResponse(event=S.ProgressEvent(
+        job_id=ev["job_id"], stage=ev["stage"], fraction=ev["fraction"], state=_state_pb(ev["state"]),
+        message=ev["message"]))
 
 
 class BatchRpcs:
@@ -440,16 +104,21 @@ class BatchRpcs:
 
     @map_exceptions
     def SubmitBatch(self, request, context):
-        return gateway_pb2.SubmitBatchResponse(batch=self.batches.submit(request, current_identity()))
+        b = self.batches.submit([ref.key for ref in request.images], list(request.names), request.options,
+                                request.sample, request.shards, identity=current_identity())
+        return gateway_pb2.SubmitBatchResponse(batch=batch_pb(b))
 
     @map_exceptions
     def GetBatch(self, request, context):
-        return gateway_pb2.GetBatchResponse(batch=self.batches.get(request.batch_id, current_identity()))
+        return gateway_pb2.GetBatchResponse(batch=batch_pb(self.batches.get(request.batch_id,
+                                                                           identity=current_identity())))
 
     @map_exceptions
     def WatchBatch(self, request, context):
-        yield from self.batches.watch(request.batch_id, current_identity(), context)
+        for item in self.batches.watch(request.batch_id, identity=current_identity(), is_active=context.is_active):
+            yield _watch_pb(item)
 
     @map_exceptions
     def CancelBatch(self, request, context):
-        return gateway_pb2.CancelBatchResponse(batch=self.batches.cancel(request.batch_id, current_identity()))
+        return gateway_pb2.CancelBatchResponse(batch=batch_pb(self.batches.cancel(request.batch_id,
+                                                                                 identity=current_identity())))

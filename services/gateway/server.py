@@ -118,8 +118,10 @@ def job_runner(store: ObjectStore, cfg: GatewayConfig) -> JobRunner:
 class GatewayServicer(BatchRpcs, gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, store: ObjectStore, runner: JobRunner, cfg: GatewayConfig):
         self.store, self.runner, self.cfg = store, runner, cfg
-        # batch RPCs (#12, services/gateway/batch.py); their drivers stop with the job runner (SIGTERM)
-        self.batches = BatchService(store, BatchConfig.from_env(store, cfg.store), runner.stopping)
+        # batch RPCs (#12, services/gateway/batch.py over semforge.batch.BatchService); their drivers stop with the
+        # job runner (SIGTERM)
+        self.batches = BatchService(store, BatchConfig.from_env(store, cfg.store), runner.stopping,
+                                    options_of=analysis_options_from_pb)
 
     @map_exceptions
     def Upload(self, request_iterator, context):
@@ -257,7 +259,7 @@ class GatewayServicer(BatchRpcs, gateway_pb2_grpc.GatewayServiceServicer):
                 raise ObjectNotFound(f"job {job.job_id} has no output {request.name!r}; available: {', '.join(names)}")
             key = job.outputs[request.name].key
         elif request.batch_id:  # a batch report file (#12)
-            key = self.batches.output_key(request.batch_id, request.name, ident)
+            key = self.batches.output_key(request.batch_id, request.name, identity=ident)
         elif request.ref.key:
             key = self._ref_key(request.ref.key, ident)
         else:

@@ -11,7 +11,8 @@ ValueError`` callers keep working.
 
 from __future__ import annotations
 
-__all__ = ["UserInputError", "InvalidOption", "ObjectTooLarge", "NotFound", "Cancelled", "Busy"]
+__all__ = ["UserInputError", "InvalidOption", "ObjectTooLarge", "NotFound", "Cancelled", "Busy", "Unavailable",
+           "FailedPrecondition"]
 
 
 class UserInputError(ValueError):
@@ -53,3 +54,13 @@ class Busy(Exception):
     def __init__(self, message: str, *, retry_after_ms: int = 5000):
         super().__init__(message)
         self.retry_after_ms = int(retry_after_ms)
+
+
+class Unavailable(Exception):
+    """This process cannot serve the request now, another one (or this one later) can (``UNAVAILABLE``): e.g. a
+    gateway replica that is shutting down refuses a new batch and ends a batch's watch."""
+
+
+class FailedPrecondition(Exception):
+    """The request is fine but the deployment is not set up to serve it (``FAILED_PRECONDITION``): e.g. a batch
+    back end without the settings it needs."""

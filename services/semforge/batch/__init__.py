@@ -3,7 +3,8 @@
 One interface, two back ends: local worker processes (:class:`LocalWorkers`, the embedded default) and an
 Indexed Kubernetes Job (:class:`KubernetesJobs`, pod command ``semforge worker --batch ID``; the shard is the
 pod's ``JOB_COMPLETION_INDEX``). Built only on the public analysis functions (``semforge.workflow``,
-``semforge.analysis``) and the object store.
+``semforge.analysis``) and the object store. :class:`BatchService` (``semforge.batch.service``) is the driver a
+gateway hosts: batches of uploads submitted, driven, watched, cancelled and resumed across replicas.
 
 Store layout::
 
@@ -23,5 +24,18 @@ from ._manifest import (BatchCancelled, BatchSettings, batch_status, cancel_batc
                         submit_batch, submit_stored_batch)
 from ._worker import run_shard, write_batch_report
 
-__all__ = ["BatchCancelled", "BatchSettings", "KubernetesJobs", "LocalWorkers", "batch_status", "build_indexed_job",
-           "cancel_batch", "load_manifest", "result_id", "run_shard", "submit_batch", "submit_stored_batch", "write_batch_report"]
+__all__ = ["BatchCancelled", "BatchConfig", "BatchService", "BatchSettings", "KubernetesJobs", "LocalWorkers",
+           "batch_status", "build_indexed_job", "cancel_batch", "kubernetes_backend", "load_manifest", "result_id",
+           "run_shard", "submit_batch", "submit_stored_batch", "write_batch_report"]
+
+_SERVICE = ("BatchConfig", "BatchService", "kubernetes_backend")
+
+
+def __getattr__(name: str):
+    # the gateway's driver (semforge.batch.service) is imported when asked for: a worker process (`semforge worker`)
+    # loads only the shard code, not the tenancy/jobs modules the driver needs
+    if name in _SERVICE:
+        from . import service
+
+        return getattr(service, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ..analysis import ImageDecodeError
-from ..errors import Busy, NotFound, ObjectTooLarge, UserInputError
+from ..errors import Busy, FailedPrecondition, NotFound, ObjectTooLarge, Unavailable, UserInputError
 from ..storage import InvalidKey, ObjectNotFound, StorageFull, StorageUnavailable
 
 __all__ = ["RpcAbort", "abort", "status_for", "map_exceptions", "error_detail_from", "bad_request_from"]
@@ -44,6 +44,10 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
     """(status code, message, field) of an exception: the one mapping of library errors to gRPC."""
     if isinstance(exc, RpcAbort):
         return exc.code, exc.message, exc.field
+    if isinstance(exc, Unavailable):
+        return grpc.StatusCode.UNAVAILABLE, str(exc), ""
+    if isinstance(exc, FailedPrecondition):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc), ""
     if isinstance(exc, (StorageFull, Busy)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}", ""
     if isinstance(exc, StorageUnavailable):
