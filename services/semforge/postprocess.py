@@ -36,10 +36,13 @@ SEPARATION_MODES = ("uecs", "watershed", "none")
 #: transmission band 1 px chosen in 5/5 folds (held-out IoU 0.948 -> 0.972, AP 0.717 -> 0.767); SE: refinement
 #: replaced the +1 px growth in 5/5 folds for both the rendered-only and the served model (band 2-3 px; band 2
 #: chosen on all 20), served model at these settings IoU 0.871 -> 0.895, F1 0.768 -> 0.782, AP 0.390 -> 0.407.
+#: SE threshold 0.5 since model version 3 (600 self-training steps, models_repo/semforge_unetpp_se/3/training.json):
+#: its fold versions chose t=0.5 in 5/5 folds (with the refinement, band 2 on all 20); held out F1 0.789, AP 0.411
+#: (version 2's recipe at t=0.6: 0.772 / 0.405).
 RECOMMENDED = {
-    "se": {"threshold": 0.6, "separate": "watershed", "watershed_h": 0.5, "grow_px": 0, "min_contrast": 0.0,
+    "se": {"threshold": 0.5, "separate": "watershed", "watershed_h": 0.5, "grow_px": 0, "min_contrast": 0.0,
            "refine_px": 2},
-    "him": {"threshold": 0.6, "separate": "watershed", "watershed_h": 0.5, "grow_px": 0, "min_contrast": 0.0,
+    "him": {"threshold": 0.5, "separate": "watershed", "watershed_h": 0.5, "grow_px": 0, "min_contrast": 0.0,
             "refine_px": 2},
     "tem": {"threshold": 0.4, "separate": "watershed", "watershed_h": 0.5, "grow_px": 0, "min_contrast": 0.3,
             "refine_px": 1},

@@ -18,7 +18,7 @@ def disc(shape, cy, cx, r):
 
 
 def test_recommended_per_modality_and_segmenter():
-    assert recommended("se") == PostProcess(0.6, "watershed", 0.5, 0, 0.0, 2)
+    assert recommended("se") == PostProcess(0.5, "watershed", 0.5, 0, 0.0, 2)
     assert recommended("HIM", "unetpp-triton") == recommended("se")
     assert recommended("tem") == PostProcess(0.4, "watershed", 0.5, 0, 0.3, 1) == recommended("stem", "unetpp")
     assert recommended("se", "classical") == CLASSICAL["se"] and CLASSICAL["se"].separate == "watershed"
