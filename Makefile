@@ -113,10 +113,12 @@ segcheck: setup
 	$(BIN)/python tests/bench/confidence_check.py
 
 # #16: the self-training routes, 2 folds per modality (each image scored by a version that never saw it); minutes on a quiet machine (SE: 110 s)
-ADAPT := $(BIN)/semforge adapt --folds 2 --steps 150 --batch 4 --patch 192 --seed 0
+# SE: version 2's recipe (150 steps) and version 3's (600 steps, the shipped one; about 8 min on one core)
+ADAPT := $(BIN)/semforge adapt --folds 2 --batch 4 --patch 192 --seed 0
 segcheck-adapt: setup
-	$(ADAPT) --images ../shared/data/bam-tio2-tsem/images --modality tem --out out/adapt/st_tem/semforge_unetpp_tem_selftrain
-	$(ADAPT) --images ../shared/data/bam-tio2-sem/images --modality se --base models_repo/semforge_unetpp_se/1 --out out/adapt/st_se/semforge_unetpp_se_selftrain
+	$(ADAPT) --steps 150 --images ../shared/data/bam-tio2-tsem/images --modality tem --out out/adapt/st_tem/semforge_unetpp_tem_selftrain
+	$(ADAPT) --steps 150 --images ../shared/data/bam-tio2-sem/images --modality se --base models_repo/semforge_unetpp_se/1 --out out/adapt/st_se/semforge_unetpp_se_selftrain
+	$(ADAPT) --steps 600 --images ../shared/data/bam-tio2-sem/images --modality se --base models_repo/semforge_unetpp_se/1 --out out/adapt/st600_se/semforge_unetpp_se_selftrain600
 
 realdata: setup
 	$(BIN)/python tests/bench/realdata_check.py --write docs/realdata.md
