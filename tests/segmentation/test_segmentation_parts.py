@@ -98,3 +98,19 @@ def test_pixel_metrics_rand_error_and_ap():
     per = {round(th, 2): (tp, fp, fn) for th, tp, fp, fn in ap["per_threshold"]}
     assert per[0.8] == (1, 2, 1)
     assert ap["ap50_95"] == pytest.approx((6 * 2 / 3 + 4 * 1 / 4) / 10)
+
+
+def test_se_grains_recipe_draws_small_clustered_grains():
+    """Recipe `se-grains` (#16): small primary grains (median ECD about 115 nm, the merged range of the real SEM
+    images) in dense agglomerates, three densities, valid specs."""
+    from semforge.training.scenes.spec import sample_particles
+    from semforge.training.segmentation.recipes import recipe_datasets
+
+    sets = recipe_datasets("se-grains")
+    assert [n for n, _, _ in sets] == ["se-grains-n150", "se-grains-n300", "se-grains-n500"]
+    name, spec, scenes = sets[0]
+    assert scenes == 12 and spec.cluster == 0.9 and spec.pixel_size_nm == 7.344
+    sizes = np.array([p.size_nm for p in sample_particles(spec)])
+    assert len(sizes) == 150 and 95 < np.median(sizes) < 135 and (sizes < 100).mean() > 0.25
+    with pytest.raises(ValueError, match="unknown recipe"):
+        recipe_datasets("se-grain")
