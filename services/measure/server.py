@@ -16,7 +16,7 @@ from semforge.pipeline import AnalysisOptions, ImageOutcome, LocalStages, Measur
 from semforge.pipeline import effective_postprocess
 from semforge.rpc import map_exceptions, run_service
 from semforge.rpc.convert import (analysis_options_from_pb, calibration_from_pb, confidence_from_pb, get_array,
-                                  get_table, measure_options_from_pb, put_labels, put_table, ref_pb)
+                                  get_probability, get_table, measure_options_from_pb, put_labels, put_table, ref_pb)
 from semforge.storage import ObjectStore, validate_key
 
 
@@ -38,6 +38,8 @@ class MeasureServicer(measure_pb2_grpc.MeasureServiceServicer):
             mask = mask[..., 0]
         h, w = mask.shape
         seg.mask = mask > 0
+        if request.probability.key:  # the segment stage's quantised probability: per-particle seg_confidence (#16)
+            seg.probability = get_probability(self.store, request.probability.key, (h, w))
         gray = None
         if effective_postprocess(opts, seg.segmenter, seg.threshold).needs_image:  # contrast filter, refinement
             if not request.image.key:

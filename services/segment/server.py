@@ -12,7 +12,7 @@ from semforge.errors import InvalidOption
 from semforge.inference import DEFAULT_SEGMENTER, create_segmenter
 from semforge.pipeline import AnalysisOptions, LocalStages, Prepared
 from semforge.rpc import env_str, map_exceptions, run_service
-from semforge.rpc.convert import confidence_pb, modality_from_pb, put_mask, ref_pb
+from semforge.rpc.convert import confidence_pb, modality_from_pb, put_mask, put_probability, ref_pb
 from semforge.segment.v1 import segment_pb2, segment_pb2_grpc
 from semforge.storage import ObjectStore
 
@@ -57,9 +57,13 @@ class SegmentServicer(segment_pb2_grpc.SegmentServiceServicer):
         out = LocalStages(model).segment(prep, AnalysisOptions(MeasureOptions(modality=modality.value, **chosen),
                                                                segmenter=name))
         info = put_mask(self.store, out.mask)
+        # the quantised probability for the measure stage's per-particle seg_confidence (#16), by reference
+        prob = {} if out.probability is None else {
+            "probability": ref_pb(put_probability(self.store, out.probability), "image/png")}
         return segment_pb2.SegmentResponse(mask=ref_pb(info, "image/png"), model=name, threshold=out.threshold,
                                            confidence=confidence_pb(out.confidence),
-                                           model_version=out.model_version, seconds=time.perf_counter() - t0)
+                                           model_version=out.model_version, seconds=time.perf_counter() - t0,
+                                           **prob)
 
 
 def register(store: ObjectStore, model: str = DEFAULT_MODEL):

@@ -204,6 +204,17 @@ def test_segment_service_is_not_serving_until_triton_is_ready(tmp_path, monkeypa
 
         assert r.model_version == f"semforge_unetpp_se/{model_dir('semforge_unetpp_se').name}"  # what Triton ran
         assert r.HasField("confidence") and list(r.confidence.flags) == [] and r.confidence.score > 0.5
+        # #16: and the quantised combined probability for the per-particle confidence, by reference: the same map
+        # (up to one quantisation level: Triton vs ONNX Runtime in process differ by < 1e-4) as in process
+        from semforge.analysis import quantize_probability
+        from semforge.inference import combined
+
+        assert r.HasField("probability")
+        prob = np.array(Image.open(store.open(r.probability.key)))
+        local = quantize_probability(combined(create_segmenter("unetpp").channels(
+            np.asarray(img, np.float32) / 255, modality="se")))
+        assert prob.dtype == np.uint8 and prob.shape == mask.shape == local.shape
+        assert np.abs(prob.astype(int) - local).max() <= 1 and (prob[mask] >= int(r.threshold * 255)).all()
         r5 = segment_pb2_grpc.SegmentServiceStub(ch).Segment(
             segment_pb2.SegmentRequest(image=common_pb2.ObjectRef(key=info.key), threshold=0.4), timeout=60)
         mask5 = np.array(Image.open(store.open(r5.mask.key))) > 0

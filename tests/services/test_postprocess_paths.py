@@ -53,6 +53,32 @@ register_segmenter("level-se", lambda **kw: LevelSegmenter("level-se"))
 register_segmenter("level-tem", lambda **kw: LevelSegmenter("level-tem"))
 
 
+class LevelNetwork(Segmenter):
+    """A 'network' with a particle and a border channel set by the gray level (per-particle confidence, #16):
+    the brightest level p_particle 1.0 with p_border 0.2 (combined 0.8 -> 204/255), any other non-background
+    level 0.6 / 0 (153/255), background 0.2 / 0 (51/255)."""
+
+    name = "level-net"
+    reports_confidence = True
+
+    def channels(self, gray, *, modality="se"):
+        g = np.round(np.asarray(gray, np.float32), 3)
+        vals, counts = np.unique(g, return_counts=True)
+        bg = vals[np.argmax(counts)]
+        part = np.full(g.shape, 0.2, np.float32)
+        part[g != bg] = 0.6
+        part[g == g.max()] = 1.0
+        border = np.where(g == g.max(), 0.2, 0.0).astype(np.float32)
+        return np.stack([part, border])
+
+    def predict(self, gray, *, modality="se"):
+        c = self.channels(gray, modality=modality)
+        return c[0] * (1 - c[1])
+
+
+register_segmenter("level-net", lambda **kw: LevelNetwork())
+
+
 def _disc(cy, cx, r):
     yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
@@ -184,6 +210,45 @@ def test_confidence_in_report_and_warnings_on_both_paths(emb, images, sample_tif
         assert all(r["confidence_score"] == "" for r in summ if r["scope"] == "sample")
         page = (d / "report.html").read_text()
         assert "confidence_score" in page and "low_confidence" in page
+
+
+def test_per_particle_confidence_is_the_same_on_both_paths(emb, images, tmp_path):
+    """seg_confidence (#16): the mean combined probability over each particle's final pixels (after the growth
+    here), from the quantised map the segment stage keeps (in process: an array; through the services: a PNG
+    in the store passed by reference to the measure service). Known answers: core pixels 204 or 153, the grown
+    ring background 51 (/255). A segmenter without confidence gives empty cells on both paths."""
+    opts = AnalysisOptions(MeasureOptions(modality="se", threshold=0.5, separate="uecs", grow_px=1, refine_px=0,
+                                          min_contrast=0.0), pixel_size_nm=2.0, databar=NOBAR, segmenter="level-net")
+    docs = []
+    for d in _both(emb, [images / "se.tif"], tmp_path / "net", opts):
+        with open(d / "se" / "particles.csv") as fh:
+            header = next(csv.reader(fh))
+        assert header[header.index("edge_length_nm") + 1] == "seg_confidence"
+        rows = _rows(d, "se")
+        assert len(rows) == 3  # the figure-8 (UECS: whole), the single disc and the faint disc (0.6 >= 0.5)
+        for r in rows:
+            faint = abs(float(r["centroid_x_px"]) - 140) < 3 and float(r["centroid_y_px"]) > 80
+            core = int((FAINT if faint else PAIR if float(r["centroid_y_px"]) < 80 else SINGLE).sum())
+            area = _area_px(r)
+            assert area > core  # grown by 1 px into the background
+            want = round((core * (153 if faint else 204) + (area - core) * 51) / (255 * area), 4)
+            assert float(r["seg_confidence"]) == want, r
+        doc = json.loads((d / "report.json").read_text())
+        docs.append(sorted((p["id"], p["seg_confidence"]) for p in doc["particles"]))
+        from openpyxl import load_workbook
+
+        ws = load_workbook(d / "report.xlsx")["particles"]
+        head = [c.value for c in next(ws.iter_rows(max_row=1))]
+        col = head.index("seg_confidence")
+        assert sorted(float(r[col]) for r in ws.iter_rows(min_row=2, values_only=True)) == sorted(
+            float(r["seg_confidence"]) for r in rows)
+    assert docs[0] == docs[1] and all(isinstance(v, float) for _, v in docs[0])
+    plain = AnalysisOptions(MeasureOptions(modality="se", threshold=0.5), pixel_size_nm=2.0, databar=NOBAR,
+                            segmenter="level-se")
+    for d in _both(emb, [images / "se.tif"], tmp_path / "plain", plain):
+        rows = _rows(d, "se")
+        assert rows and all(r["seg_confidence"] == "" for r in rows)  # none, not 0
+        assert all(p["seg_confidence"] is None for p in json.loads((d / "report.json").read_text())["particles"])
 
 
 def test_cli_flags_reach_the_analysis(images, tmp_path):

@@ -20,8 +20,8 @@ from ._pipeline import (MODALITIES, SUMMARY_MEASURES, ImageResult, MeasureOption
 from ._table import TABLE_SCHEMA, ParticleTable
 from ._separate import RECOMMENDED, SEPARATION_MODES, Instance, Separation, clean_mask, separate
 from ..postprocess import CLASSICAL, MASK_DEFAULT, POST_HELP, POST_KEYS, PostProcess, recommended
-from ._confidence import (CONFIDENCE_FIELDS, LIMITS, ConfidenceLimits, confidence_fields, confidence_warnings,
-                          image_confidence)
+from ._confidence import (CONFIDENCE_FIELDS, LIMITS, PROBABILITY_SCALE, ConfidenceLimits, confidence_fields,
+                          confidence_warnings, image_confidence, particle_confidence, quantize_probability)
 from ._shape import CONFIDENCE_LIMIT, classify_shape
 
 __all__ = [
@@ -37,4 +37,5 @@ __all__ = [
     "scale_bar_calibration", "write_labels_tiff", "add_gray_stats",
     "RECOMMENDED", "CLASSICAL", "MASK_DEFAULT", "POST_HELP", "POST_KEYS", "PostProcess", "recommended",
     "CONFIDENCE_FIELDS", "LIMITS", "ConfidenceLimits", "confidence_fields", "confidence_warnings", "image_confidence",
+    "PROBABILITY_SCALE", "particle_confidence", "quantize_probability",
 ]

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ConfidenceLimits", "LIMITS", "image_confidence", "confidence_warnings", "CONFIDENCE_FIELDS"]
+__all__ = ["ConfidenceLimits", "LIMITS", "image_confidence", "confidence_warnings", "CONFIDENCE_FIELDS",
+           "PROBABILITY_SCALE", "quantize_probability", "particle_confidence"]
 
 
 @dataclass(frozen=True)
@@ -124,3 +125,33 @@ def confidence_warnings(image: str, conf: dict[str, Any] | None, *, limits: Conf
             msg = f"confidence flag {flag}: {tail}"
         out.append(Warning_(flag, image, msg))
     return out
+
+
+# -- per-particle confidence (#16) ---------------------------------------------------------------
+
+#: the quantised probability map: uint8, ``round(p * 255)``; 255 = probability 1
+PROBABILITY_SCALE = 255
+
+
+def quantize_probability(prob: np.ndarray) -> np.ndarray:
+    """The segmenter's combined foreground probability (``semforge.inference.combined``: ``p_particle *
+    (1 - p_border)``, float in [0, 1]) as uint8 ``round(p * 255)``: the one form the per-particle confidence is
+    computed from, in process and through the services (the segment service stores it as a PNG), so both
+    paths give the same ``seg_confidence``. A uint8 array is taken as quantised already."""
+    p = np.asarray(prob)
+    if p.dtype == np.uint8:
+        return p
+    p = np.asarray(p, np.float64)
+    if not np.isfinite(p).all():
+        raise ValueError("probabilities must be finite")
+    return np.rint(np.clip(p, 0.0, 1.0) * PROBABILITY_SCALE).astype(np.uint8)
+
+
+def particle_confidence(prob_u8: np.ndarray, mask: np.ndarray) -> float:
+    """``seg_confidence`` of one particle: the mean of the quantised probability (:func:`quantize_probability`)
+    over the particle's pixels (``mask``: boolean, same shape), in [0, 1], rounded to 4 decimals (as
+    ``shape_confidence``). Exact: an integer sum divided once, so every path gives the same number."""
+    v = np.asarray(prob_u8)[np.asarray(mask, dtype=bool)]
+    if v.size == 0:
+        raise ValueError("a particle without pixels has no confidence")
+    return round(int(v.sum(dtype=np.int64)) / (PROBABILITY_SCALE * v.size), 4)

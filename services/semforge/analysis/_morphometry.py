@@ -25,7 +25,7 @@ COLUMNS = (
     "id", "image", "area", "perimeter", "ecd", "feret_min", "feret_max", "circularity", "convexity", "solidity",
     "aspect_ratio", "centroid_x_px", "centroid_y_px", "bbox_x0_px", "bbox_y0_px", "bbox_x1_px", "bbox_y1_px",
     "touches_border", "separated", "shape", "shape_confidence",
-    "sphere_diameter", "rod_length", "rod_thickness", "edge_length", "excluded", "exclude_reason",
+    "sphere_diameter", "rod_length", "rod_thickness", "edge_length", "seg_confidence", "excluded", "exclude_reason",
 )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import InvalidOption
 from ..modality import MODALITIES, Modality
 from ._io import Calibration
+from ._confidence import particle_confidence, quantize_probability
 from ._morphometry import file_column, measure_instance, particle_columns, shape_dimensions
 from ..postprocess import MASK_DEFAULT, POST_KEYS, PostProcess
 from ._refine import refine_separation
@@ -138,7 +139,8 @@ def classify_particles(particles: list[dict[str, Any]], *, modality: str, unit: 
 def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(None, "none"),
                  image_name: str = "image", specimen_rows: int | None = None,
                  options: MeasureOptions = MeasureOptions(), gray: np.ndarray | None = None,
-                 confidence: dict[str, Any] | None = None) -> ImageResult:
+                 confidence: dict[str, Any] | None = None,
+                 probability: np.ndarray | None = None) -> ImageResult:
     """Clean, separate and measure the particles of a binary mask.
 
     Post-processing (:attr:`MeasureOptions.post`, unset keys from :data:`MASK_DEFAULT`): clean ->
@@ -161,6 +163,12 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
         The image; needed by the contrast filter (``min_contrast`` > 0) and the refinement (``refine_px`` > 0).
     confidence : dict, optional
         The segmenter's per-image confidence, carried into the result.
+    probability : ndarray, shape (H, W), optional
+        The segmenter's combined foreground probability, quantised by
+        :func:`~semforge.analysis.quantize_probability` (uint8, 255 = 1; a float map is quantised the same way).
+        Each particle's ``seg_confidence`` is its mean over the particle's final pixels
+        (:func:`~semforge.analysis.particle_confidence`); without it (a classical segmenter, a bare mask)
+        ``seg_confidence`` is None.
 
     Returns
     -------
@@ -179,6 +187,12 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
     rows = h if specimen_rows is None else int(specimen_rows)
     if not 0 < rows <= h:
         raise InvalidOption(f"specimen_rows must be in 1..{h}, got {specimen_rows}", field="specimen_rows")
+    prob = None
+    if probability is not None:
+        prob = quantize_probability(probability)
+        if prob.shape != (h, w):
+            raise InvalidOption(f"probability map {prob.shape} and mask {(h, w)} differ in size", field="probability")
+        prob = prob[:rows]
     px = calibration.pixel_size_nm
     unit = calibration.unit
     spec = m[:rows] > 0
@@ -224,6 +238,8 @@ def measure_mask(mask: np.ndarray, *, calibration: Calibration = Calibration(Non
         row["shape"] = "unknown"
         row["shape_confidence"] = 0.0
         row.update(shape_dimensions(row, "unknown", unit))
+        # the network's mean combined probability over the particle's final pixels (#16); None without one
+        row["seg_confidence"] = None if prob is None else particle_confidence(prob[inst.box], inst.mask)
         row["excluded"] = bool(reason)
         row["exclude_reason"] = reason
         particles.append(row)

@@ -19,8 +19,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from ..analysis import (CONFIDENCE_LIMIT, PostProcess, add_gray_stats, ImageResult, ScaleBar,
-                        check_scale_bar, classify_particles, image_confidence, load_image, measure_mask, recommended,
-                        resolve_calibration, to_gray_float, write_image_outputs, write_sample_report)
+                        check_scale_bar, classify_particles, image_confidence, load_image, measure_mask,
+                        quantize_probability, recommended, resolve_calibration, to_gray_float, write_image_outputs, write_sample_report)
 from ..analysis._checks import Warning_
 from ..analysis._report import report_warnings, sample_distribution
 from ..inference import DEFAULT_SEGMENTER, Segmenter, combined, create_segmenter
@@ -98,7 +98,8 @@ class LocalStages:
 
     def segment(self, prep: Prepared, options: AnalysisOptions) -> Segmented:
         """Foreground of the specimen rows, cut at the post-processing's threshold (explicit, else recommended
-        for this segmenter and modality); the per-image confidence of the probabilities for the networks."""
+        for this segmenter and modality); for the networks the per-image confidence of the probabilities and the
+        quantised probability map (the measure stage's per-particle ``seg_confidence``)."""
         seg = self.segmenter(options)
         name = segmenter_name(seg)
         threshold = float(effective_postprocess(options, name).threshold)
@@ -107,10 +108,15 @@ class LocalStages:
         # any object with predict() works (ablations in the benchmarks)
         ch = seg.channels(g, modality=modality) if hasattr(seg, "channels") else seg.predict(g, modality=modality)
         mask = np.zeros(prep.gray.shape, dtype=bool)
-        mask[: prep.specimen_rows] = combined(ch) >= threshold
-        conf = image_confidence(ch) if getattr(seg, "reports_confidence", False) else None
+        p = combined(ch)
+        mask[: prep.specimen_rows] = p >= threshold
+        conf = prob = None
+        if getattr(seg, "reports_confidence", False):  # the networks: per-image and per-particle confidence
+            conf = image_confidence(ch)
+            prob = np.zeros(prep.gray.shape, dtype=np.uint8)
+            prob[: prep.specimen_rows] = quantize_probability(p)
         version = seg.model_version(modality) if hasattr(seg, "model_version") else ""
-        return Segmented(mask, name, threshold, conf, version)
+        return Segmented(mask, name, threshold, conf, version, prob)
 
     def measure(self, prep: Prepared, segmented: Segmented | np.ndarray, options: AnalysisOptions) -> Measured:
         """Clean, separate (+ contrast filter, boundary refinement and growth) and measure with :func:`effective_postprocess`; a
@@ -123,7 +129,7 @@ class LocalStages:
         res = measure_mask(s.mask, calibration=prep.calibration, image_name=prep.name,
                            specimen_rows=prep.specimen_rows, gray=prep.gray if post.needs_image else None,
                            options=dataclasses.replace(options.measure.with_post(post), classify=False),
-                           confidence=s.confidence)
+                           confidence=s.confidence, probability=s.probability)
         res.table.segmenter_model = s.model_version
         return Measured(table=res.table, labels=res.labels, count=len(res.particles), included=len(res.included()))
 

@@ -152,7 +152,8 @@ class Prepared:
 class Segmented:
     """What the segment stage hands to the measure stage: the foreground mask (an array in process, an object
     reference remotely), the segmenter that made it (it decides the recommended post-processing), the
-    threshold it was cut at and the per-image confidence of its probabilities (None when it gives none)."""
+    threshold it was cut at, the per-image confidence of its probabilities and the quantised probability map
+    itself (both None when it gives none)."""
 
     mask: Any
     segmenter: str = ""
@@ -160,6 +161,10 @@ class Segmented:
     confidence: dict[str, Any] | None = None
     #: ``name/version`` of the weights that made the mask (what the inference back end served), "" if none
     model_version: str = ""
+    #: the combined probability quantised (``semforge.analysis.quantize_probability``: uint8, full image size,
+    #: data bar rows 0) for the measure stage's per-particle ``seg_confidence`` (#16): an array in process, an
+    #: object reference (uint8 PNG) remotely; None when the segmenter gives no confidence (classical)
+    probability: Any = None
 
 
 @dataclass

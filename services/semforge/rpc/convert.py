@@ -23,7 +23,7 @@ from ..storage import ObjectInfo, ObjectStore
 
 __all__ = ["modality_from_pb", "modality_pb", "separation_from_pb", "separation_pb", "databar_from_pb", "databar_pb",
            "measure_options_from_pb", "analysis_options_from_pb", "analysis_options_pb", "calibration_pb",
-           "calibration_from_pb", "ref_pb", "put_png", "put_mask", "put_labels", "get_array", "put_json", "get_json",
+           "calibration_from_pb", "ref_pb", "put_png", "put_mask", "put_probability", "get_probability", "put_labels", "get_array", "put_json", "get_json",
            "put_table", "get_table", "facts_key", "put_facts", "get_facts", "postprocess_from_pb",
            "postprocess_pb_kwargs", "confidence_pb", "confidence_from_pb"]
 
@@ -200,6 +200,23 @@ def put_png(store: ObjectStore, arr: np.ndarray) -> ObjectInfo:
 def put_mask(store: ObjectStore, mask: np.ndarray) -> ObjectInfo:
     """A foreground mask as uint8 PNG (255 = particle), content addressed."""
     return put_png(store, (np.asarray(mask) > 0).astype(np.uint8) * 255)
+
+
+def put_probability(store: ObjectStore, prob_u8: np.ndarray) -> ObjectInfo:
+    """The quantised probability map (``semforge.analysis.quantize_probability``, uint8) as PNG, lossless."""
+    p = np.asarray(prob_u8)
+    if p.dtype != np.uint8 or p.ndim != 2:
+        raise ValueError(f"a quantised probability map is 2-D uint8, got {p.dtype} {p.shape}")
+    return put_png(store, p)
+
+
+def get_probability(store: ObjectStore, key: str, shape: tuple[int, int]) -> np.ndarray:
+    """The map :func:`put_probability` stored, checked against the mask's ``shape`` (InvalidOption otherwise)."""
+    p = get_array(store, key)
+    if p.dtype != np.uint8 or p.shape != tuple(shape):
+        raise InvalidOption(f"the probability map must be a uint8 image of the mask's size {tuple(shape)}, got "
+                            f"{p.dtype} {p.shape}", field="probability")
+    return p
 
 
 def put_labels(store: ObjectStore, labels: np.ndarray, calibration=None) -> ObjectInfo:

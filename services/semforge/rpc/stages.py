@@ -71,7 +71,7 @@ class RemoteStages:
             model=options.segmenter or "", threshold=options.measure.threshold), timeout=self.stubs.timeout_s)
         return Segmented(r.mask, r.model, r.threshold or None, confidence_from_pb(r.confidence,
                                                                                   r.HasField("confidence")),
-                         r.model_version)
+                         r.model_version, r.probability if r.HasField("probability") else None)
 
     def measure(self, prep: Prepared, segmented: Segmented, options: AnalysisOptions) -> Measured:
         from semforge.measure.v1 import measure_pb2
@@ -80,7 +80,7 @@ class RemoteStages:
             mask=segmented.mask, image_name=prep.name, calibration=calibration_pb(prep.calibration),
             specimen_rows=prep.specimen_rows, options=analysis_options_pb(options), segmenter=segmented.segmenter,
             threshold=segmented.threshold or 0.0, confidence=confidence_pb(segmented.confidence), image=prep.image,
-            model_version=segmented.model_version),
+            model_version=segmented.model_version, probability=segmented.probability),
             timeout=self.stubs.timeout_s)
         return Measured(table=r.particles, labels=r.labels, count=r.count, included=r.included)
 
