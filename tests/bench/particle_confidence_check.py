@@ -90,7 +90,8 @@ HEAD = ("| modality | particles | n | unmatched % | AUROC (matched vs unmatched)
 
 def row(mod: str, which: str, f: dict) -> str:
     return (f"| {mod} | {which} | {f['n']} | {100 * f['unmatched_share']:.1f} | {f['auroc']:.3f} | "
-            f"{100 * f['unmatched_low']:.1f} (n {f['low_n']}, cut {f['low_cut']:.3f}) | {100 * f['unmatched_rest']:.1f} | "
+            f"{100 * f['unmatched_low']:.1f} (n {f['low_n']}, cut {f['low_cut']:.3f}) | "
+            f"{100 * f['unmatched_rest']:.1f} | "
             f"{f['median_conf_matched']:.3f} / {f['median_conf_unmatched']:.3f} |")
 
 
@@ -101,7 +102,7 @@ def run(modality: str, log) -> dict:
     seg = create_segmenter("unetpp", threads=1)
     stages = LocalStages(seg)
     opts = AnalysisOptions(MeasureOptions(modality=modality, classify=False))  # nothing chosen: the defaults
-    parts, applied = [], None
+    parts = []
     for i, ip in enumerate(sorted((DATA[modality] / "images").glob("*.tif"))):
         t0 = time.perf_counter()
         parts += image_particles(stages, ip, samples[ip.stem], opts)

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..analysis import (CONFIDENCE_LIMIT, PostProcess, add_gray_stats, ImageResult, ScaleBar,
                         check_scale_bar, classify_particles, image_confidence, load_image, measure_mask,
-                        quantize_probability, recommended, resolve_calibration, to_gray_float, write_image_outputs, write_sample_report)
+                        quantize_probability, recommended, resolve_calibration, to_gray_float, write_image_outputs,
+                        write_sample_report)
 from ..analysis._checks import Warning_
 from ..analysis._report import report_warnings, sample_distribution
 from ..inference import DEFAULT_SEGMENTER, Segmenter, combined, create_segmenter

@@ -23,7 +23,8 @@ from ..storage import ObjectInfo, ObjectStore
 
 __all__ = ["modality_from_pb", "modality_pb", "separation_from_pb", "separation_pb", "databar_from_pb", "databar_pb",
            "measure_options_from_pb", "analysis_options_from_pb", "analysis_options_pb", "calibration_pb",
-           "calibration_from_pb", "ref_pb", "put_png", "put_mask", "put_probability", "get_probability", "put_labels", "get_array", "put_json", "get_json",
+           "calibration_from_pb", "ref_pb", "put_png", "put_mask", "put_probability", "get_probability", "put_labels",
+           "get_array", "put_json", "get_json",
            "put_table", "get_table", "facts_key", "put_facts", "get_facts", "postprocess_from_pb",
            "postprocess_pb_kwargs", "confidence_pb", "confidence_from_pb"]
 
