@@ -16,7 +16,7 @@ from semforge.common.v1 import common_pb2 as S
 from semforge.errors import Busy
 from semforge.jobs import JobRunner, refs
 from semforge.jobs.tenancy import record_upload
-from semforge.pipeline import AnalysisOptions, Measured, prepare_facts
+from semforge.pipeline import AnalysisOptions, Measured, Segmented, prepare_facts
 from semforge.pipeline.types import ImageFacts
 from semforge.rpc.convert import facts_key, ref_pb
 from semforge.security import Identity, Role
@@ -40,11 +40,13 @@ class ContentStages:
     def prepare(self, ref, name, options):
         return prepare_facts(ImageFacts(8, 8, "raw", Calibration(1.0, "user"), 8), name, options, image=ref)
 
-    def segment(self, prep, options):
-        return self._put(b"mask of " + self.store.get_bytes(prep.image.key))
+    def segment(self, prep, options):  # as RemoteStages: a Segmented with the mask and the probability map by reference
+        data = self.store.get_bytes(prep.image.key)
+        return Segmented(self._put(b"mask of " + data), "unetpp", 0.5,
+                         probability=self._put(b"probability of " + data))
 
-    def measure(self, prep, mask, options):
-        data = self.store.get_bytes(mask.key)
+    def measure(self, prep, segmented, options):
+        data = self.store.get_bytes(segmented.mask.key)
         return Measured(self._put(b"table of " + data), self._put(b"labels of " + data), 3, 2)
 
     def classify(self, prep, measured, options):  # a new table, as the classify service writes
@@ -104,10 +106,11 @@ def blobs(store) -> set[str]:
 
 
 def derived(store, data: bytes) -> set[str]:
-    """The keys of the mask, tables and label image that ContentStages makes from an image's bytes."""
+    """The keys of the mask, probability map, tables and label image that ContentStages makes from an image's bytes."""
     mask = b"mask of " + data
     table = b"table of " + mask
-    return {ref_pb(store.put_content([x])[0]).key for x in (mask, table, b"labels of " + mask, b"classified " + table)}
+    return {ref_pb(store.put_content([x])[0]).key
+            for x in (mask, b"probability of " + data, table, b"labels of " + mask, b"classified " + table)}
 
 
 def test_delete_frees_what_only_that_job_used(store, runner):
@@ -120,7 +123,7 @@ def test_delete_frees_what_only_that_job_used(store, runner):
     assert {x.key, y.key, z.key} | from_x | from_y == blobs(store)
 
     n = runner.delete(j1.job_id, ALICE)
-    assert n >= 1 + 1 + 4  # record, blob list, X and its 4 results
+    assert n >= 1 + 1 + 5  # record, blob list, X and its 5 results
     assert blobs(store) == {y.key, z.key} | from_y  # X and what was made from it: gone
     assert not store.exists(facts_key(x.key)) and not store.exists(f"owners/group-a/{x.key.rsplit('/', 1)[1]}")
     assert store.exists(f"owners/group-a/{y.key.rsplit('/', 1)[1]}")  # job 2 still uses Y

@@ -576,9 +576,11 @@ class JobRunner:
 
 
 def _blob_keys(out) -> list[str]:
-    """The object keys a stage returned (an ObjectRef, or the refs of a Measured)."""
+    """The object keys a stage returned (an ObjectRef, the mask and probability map of a Segmented, or the refs
+    of a Measured)."""
     keys = []
-    for x in (out, getattr(out, "table", None), getattr(out, "labels", None)):
+    for x in (out, getattr(out, "mask", None), getattr(out, "probability", None), getattr(out, "table", None),
+              getattr(out, "labels", None)):
         k = getattr(x, "key", None)
         if isinstance(k, str) and k:
             keys.append(k)
