@@ -23,6 +23,8 @@ def test_quantisation_is_round_p_times_255():
     assert quantize_probability(q) is q  # quantised already
     with pytest.raises(ValueError):
         quantize_probability(np.array([[np.nan]]))
+    with pytest.raises(ValueError, match="float"):  # an integer map other than uint8 is not a probability
+        quantize_probability(np.array([[0, 65535]], np.uint16))
 
 
 def test_particle_confidence_is_the_exact_mean():
@@ -115,7 +117,7 @@ def test_table_document_and_object_store_round_trip(tmp_path):
     # a table written before the column existed reads back with none (the writers leave the cell empty)
     old = with_conf.to_doc()
     old["particles"] = [{k: v for k, v in r.items() if k != "seg_confidence"} for r in old["particles"]]
-    assert all(r.get("seg_confidence") is None for r in ParticleTable.from_doc(old).particles)
+    assert all("seg_confidence" in r and r["seg_confidence"] is None for r in ParticleTable.from_doc(old).particles)
     # the segment service's PNG of the quantised map is lossless, and checked against the mask's size
     q = quantize_probability(p)
     info = put_probability(store, q)

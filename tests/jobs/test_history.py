@@ -166,3 +166,15 @@ def test_a_torn_job_record_reads_as_unavailable_not_internal(tmp_path):
     assert status_for(e.value)[0] == grpc.StatusCode.UNAVAILABLE
     jobs.store.put_bytes(key, whole)
     assert jobs.get(job.job_id, ALICE).job_id == job.job_id
+
+
+def test_unavailable_and_failed_precondition_map_to_their_statuses_with_the_message_unchanged():
+    import grpc
+
+    from semforge.errors import FailedPrecondition, Unavailable
+    from semforge.rpc._errors import status_for
+
+    assert status_for(Unavailable("gateway is shutting down; submit again")) == (
+        grpc.StatusCode.UNAVAILABLE, "gateway is shutting down; submit again", "")
+    assert status_for(FailedPrecondition("set BATCH_WORKER_IMAGE")) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "set BATCH_WORKER_IMAGE", "")

@@ -168,7 +168,7 @@ def test_adapt_learns_renders_beside_the_images(tmp_path, capsys):
               "--quiet"]
     assert main(common + ["--out", str(out), "--renders", str(ds)]) == 0
     rec = json.loads((out / "1" / "training.json").read_text())["adaptation"]
-    assert rec["rendered_scenes"] == 2 and rec["config"]["render_share"] == 0.5
+    assert rec["rendered_scenes"] == 2 and rec["config"]["render_share"] == 0.5 and rec["render_crops_per_batch"] == 1
     assert rec["config"]["renders"] == [str(ds)] and rec["human_masks_used"] is False
     assert main(common + ["--out", str(tmp_path / "plain")]) == 0
     plain = json.loads((tmp_path / "plain" / "1" / "training.json").read_text())["adaptation"]
@@ -180,3 +180,7 @@ def test_adapt_learns_renders_beside_the_images(tmp_path, capsys):
     assert "no training data" in capsys.readouterr().err
     assert main(common + ["--out", str(tmp_path / "o4"), "--renders", str(ds), "--render-share", "1"]) == 2
     assert "render_share" in capsys.readouterr().err
+    # every batch must hold both kinds: no crop of the renders (share 0, or a batch of 1) or none of the images
+    for extra in (["--render-share", "0"], ["--render-share", "0.9"], ["--batch", "1"]):
+        assert main(common + ["--out", str(tmp_path / "o5"), "--renders", str(ds)] + extra) == 2, extra
+        assert "rendered crop(s) per batch" in capsys.readouterr().err

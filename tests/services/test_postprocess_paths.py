@@ -282,3 +282,46 @@ def test_a_bad_post_processing_value_is_refused_at_submission(emb, images):
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in e.value.details()
         assert error_detail_from(e.value) is not None
     c.close()
+
+
+
+def test_measure_service_refuses_a_probability_map_of_another_size(tmp_path):
+    """The measure service over gRPC (a real server, called as the gateway calls it): a probability map that does
+    not fit the mask is INVALID_ARGUMENT naming it (not an internal error); without the field (an older segment
+    stage) the request still works."""
+    import grpc
+    from semforge_measure.server import register
+
+    from semforge.measure.v1 import measure_pb2, measure_pb2_grpc
+    from semforge.rpc import ServiceConfig, build_server
+    from semforge.rpc.convert import put_mask, put_probability
+    from semforge.security import service_channel
+    from semforge.storage import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    mask = np.zeros((40, 50), bool)
+    mask[10:20, 10:20] = True
+    mref = put_mask(store, mask)
+    wrong = put_probability(store, np.full((40, 49), 200, np.uint8))
+    right = put_probability(store, np.full((40, 50), 200, np.uint8))
+    cfg = ServiceConfig(auth="service", service_token="between-services")
+    srv = build_server("measure", register(store), cfg)
+
+    def req(prob=None):
+        r = measure_pb2.MeasureRequest(image_name="m", specimen_rows=40, segmenter="unetpp", threshold=0.5)
+        r.mask.key = mref.key
+        r.options.refine_px = 0  # no gray image needed
+        r.options.min_contrast = 0.0
+        if prob is not None:
+            r.probability.key = prob.key
+        return r
+    try:
+        with service_channel(srv.address, ServiceConfig(service_token="between-services")) as ch:
+            stub = measure_pb2_grpc.MeasureServiceStub(ch)
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Measure(req(wrong), timeout=30)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "probability map" in e.value.details()
+            assert stub.Measure(req(right), timeout=30).count == 1
+            assert stub.Measure(req(), timeout=30).count == 1
+    finally:
+        srv.stop(0)

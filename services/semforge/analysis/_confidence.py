@@ -141,6 +141,8 @@ def quantize_probability(prob: np.ndarray) -> np.ndarray:
     p = np.asarray(prob)
     if p.dtype == np.uint8:
         return p
+    if not np.issubdtype(p.dtype, np.floating):
+        raise ValueError(f"probabilities must be float in [0, 1] (or uint8 already quantised), got {p.dtype}")
     p = np.asarray(p, np.float64)
     if not np.isfinite(p).all():
         raise ValueError("probabilities must be finite")

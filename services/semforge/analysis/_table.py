@@ -69,8 +69,10 @@ class ParticleTable:
         px = cal.get("pixel_size_nm")
         calibration = Calibration(float(px) if px is not None and math.isfinite(px) and px > 0 else None,
                                   cal.get("source") or "none")
+        # a table written before seg_confidence existed (an older measure service) reads with it unknown (null)
+        particles = [p if "seg_confidence" in p else {**p, "seg_confidence": None} for p in doc["particles"]]
         table = cls(image=doc["image"], calibration=calibration, specimen_rows=int(doc["specimen_rows"]),
-                    separation=doc["separation"], particles=list(doc["particles"]),
+                    separation=doc["separation"], particles=particles,
                     classifier=doc.get("classifier", ""), postprocess=dict(doc.get("postprocess") or {}), confidence=doc.get("confidence"),
                     segmenter_model=doc.get("segmenter_model", ""))
         if table.unit != doc.get("unit", table.unit):

@@ -16,6 +16,7 @@ No human mask is read here: the images are used unlabeled.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -72,8 +73,16 @@ class AdaptConfig:
             raise UserInputError(f"render_share must be in [0, 1), got {self.render_share}")
         if self.render_share > 0 and not self.renders:
             raise UserInputError("render_share > 0 needs rendered datasets (--renders)")
+        if self.renders and not 1 <= self.render_crops() <= self.batch - 1:
+            raise UserInputError(f"--render-share {self.render_share:g} with --batch {self.batch} gives "
+                                 f"{self.render_crops()} rendered crop(s) per batch of {self.batch}: choose a batch and "
+                                 "share that leave at least one crop of the images and one of the renders")
         if self.steps < 1 or self.batch < 1 or self.patch % 32 or self.patch < 64:
             raise UserInputError("steps and batch must be >= 1, patch a multiple of 32 and >= 64")
+
+    def render_crops(self) -> int:
+        """Crops of each batch drawn from the renders (the rest from the images)."""
+        return int(math.floor(self.batch * self.render_share + 0.5)) if self.renders else 0
 
     @property
     def dark(self) -> bool:
@@ -224,6 +233,19 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
         raise UserInputError(f"{base}: adaptation needs a particle + border model, got outputs {meta.get('outputs')}")
     mcfg = ModelConfig(**meta["config"]["model"])
     seg = OnnxSegmenter(base.parent.name, version=int(base.name), repo=base.parent.parent, threads=cfg.threads)
+    # the renders first: a bad dataset is reported before the pseudo-labels are made
+    rendered = []
+    if cfg.render_share > 0:
+        from .data import load_pairs
+
+        for root in cfg.renders:
+            for pair in load_pairs(root, image_file=cfg.render_image):
+                y, w = instance_targets(pair.instances)
+                x = 1 - pair.image if cfg.dark else pair.image
+                if min(x.shape) < cfg.patch:
+                    raise UserInputError(f"{root}/{pair.name}: render smaller than the training crop ({cfg.patch} px)")
+                rendered.append((x.astype(np.float32), y, w))
+    n_rendered = cfg.render_crops()
     data = []
     for p in cfg.images:
         img = load_image(p)
@@ -238,18 +260,6 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
         if min(x.shape) < cfg.patch:
             raise UserInputError(f"{p}: image smaller than the training crop ({cfg.patch} px)")
         data.append((x, y, w))
-    rendered = []
-    if cfg.render_share > 0:
-        from .data import load_pairs
-
-        for root in cfg.renders:
-            for pair in load_pairs(root, image_file=cfg.render_image):
-                y, w = instance_targets(pair.instances)
-                x = 1 - pair.image if cfg.dark else pair.image
-                if min(x.shape) < cfg.patch:
-                    raise UserInputError(f"{root}/{pair.name}: render smaller than the training crop ({cfg.patch} px)")
-                rendered.append((x.astype(np.float32), y, w))
-    n_rendered = int(round(cfg.batch * cfg.render_share)) if rendered else 0
     t_data = time.perf_counter() - t0
     net = torch_from_onnx(base / "model.onnx", mcfg)
     net.train()
@@ -293,7 +303,7 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
                                    "train": round(time.perf_counter() - t0 - t_data, 1)},
                        "machine": f"{platform.machine()}, torch {torch.__version__}, {cfg.threads} threads",
                        "human_masks_used": bool(cfg.reference_masks),
-                       "rendered_scenes": len(rendered)},
+                       "rendered_scenes": len(rendered), "render_crops_per_batch": n_rendered},
         "onnx_bytes": (out / "model.onnx").stat().st_size,
     })
     (out / "training.json").write_text(json.dumps(record, indent=1))

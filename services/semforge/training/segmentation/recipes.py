@@ -32,8 +32,8 @@ def _tio2_with_rods() -> list[ShapeComponent]:
 
 
 def _tio2_grains() -> list[ShapeComponent]:
-    """Small primary grains (about 110 nm ECD, 60-200 nm) of the TiO2-like shapes, for dense agglomerates:
-    the clumps the SEM annotators split into primary particles and the network merges (#16)."""
+    """Small primary grains (most about 115 nm, 60-200 nm; one tenth about 220 nm) of the TiO2-like shapes, for
+    dense agglomerates: the clumps the SEM annotators split into primary particles and the network merges (#16)."""
     return [ShapeComponent("icosahedron", 2, 115, 40, "lognormal"),
             ShapeComponent("pentagonal_bipyramid", 2, 120, 40, "lognormal"),
             ShapeComponent("octahedron", 2, 115, 40, "lognormal"),

@@ -7,9 +7,9 @@ only inside a native instance that the finer one divides into several *small* pi
 ``max_piece_px`` pixels at the native scale): small grains merged at x1 are separated, a large
 particle cut into big halves at x1.5 stays whole.
 
-Used as the teacher of ``semforge adapt`` (``teacher_scale``): the fused instances become the
-pseudo-labels, so the network at the native scale learns the separations it only made at the larger
-scale, and the shipped analysis keeps the network time of one pass at x1.
+A measurement step only (``tests/bench/scale_fusion.py``; figures in docs/segmentation.md, "Merge levers, round
+3"): held out it lost (most x1.5 pieces match no human particle), so neither the analysis nor ``semforge adapt``
+uses it.
 """
 
 from __future__ import annotations
