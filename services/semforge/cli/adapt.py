@@ -15,7 +15,8 @@ def register(sub) -> None:
     a.add_argument("--out", required=True, help="model folder (Triton layout); the result is its next version")
     a.add_argument("--base", default="", help="model version folder to start from (default: the shipped model)")
     a.add_argument("--folds", type=int, default=0, help="k >= 2: k versions for cross-validation (folds.json)")
-    a.add_argument("--steps", type=int, default=150)
+    a.add_argument("--steps", type=int, default=600,
+                   help="training steps (default 600: the recipe of the shipped SE version 3, docs/segmentation.md)")
     a.add_argument("--batch", type=int, default=4)
     a.add_argument("--patch", type=int, default=192)
     a.add_argument("--seed", type=int, default=0)

@@ -324,7 +324,7 @@ def _next_version(folder: Path) -> int:
     return max(vs, default=0) + 1
 
 
-def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base: str = "", steps: int = 200,
+def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base: str = "", steps: int = 600,
                   batch: int = 4, patch: int = 192, seed: int = 0, threads: int = 1, freeze_encoder: bool = True,
                   pseudo: dict | None = None, reference_masks: str = "", renders: list[str] | None = None,
                   render_share: float = 0.0, render_image: str = "se.png",
