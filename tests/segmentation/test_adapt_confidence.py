@@ -178,9 +178,44 @@ def test_adapt_learns_renders_beside_the_images(tmp_path, capsys):
     assert "--renders" in capsys.readouterr().err
     assert main(common + ["--out", str(tmp_path / "o3"), "--renders", str(tmp_path / "nowhere")]) == 2
     assert "no training data" in capsys.readouterr().err
-    assert main(common + ["--out", str(tmp_path / "o4"), "--renders", str(ds), "--render-share", "1"]) == 2
+    assert main(common + ["--out", str(tmp_path / "o4"), "--renders", str(ds), "--render-share", "1.5"]) == 2
     assert "render_share" in capsys.readouterr().err
     # every batch must hold both kinds: no crop of the renders (share 0, or a batch of 1) or none of the images
     for extra in (["--render-share", "0"], ["--render-share", "0.9"], ["--batch", "1"]):
         assert main(common + ["--out", str(tmp_path / "o5"), "--renders", str(ds)] + extra) == 2, extra
         assert "rendered crop(s) per batch" in capsys.readouterr().err
+
+
+def test_adapt_renders_only_restyled_to_the_images(tmp_path, capsys):
+    """`--render-share 1 --render-style`: the appearance route -- renders only (no pseudo-labels), each crop
+    restyled toward a crop of the images; recorded as such; inconsistent options exit 2 with one line."""
+    from semforge.cli import main
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    img, _ = synthetic_sem(seed=0, size=(224, 256), n_particles=15, databar_rows=0, radius_px=(10, 2))
+    tifffile.imwrite(imgs / "a0.tif", img)
+    ds = _fake_render_dataset(tmp_path)
+    common = ["adapt", "--images", str(imgs), "--modality", "se", "--steps", "3", "--batch", "2", "--patch", "128",
+              "--quiet", "--renders", str(ds), "--render-share", "1"]
+    curves = {}
+    for style in ("none", "fourier", "histogram"):
+        out = tmp_path / style
+        assert main(common + ["--out", str(out), "--render-style", style]) == 0
+        rec = json.loads((out / "1" / "training.json").read_text())["adaptation"]
+        assert rec["render_crops_per_batch"] == 2 and rec["config"]["render_style"] == style
+        assert rec["route"].startswith("fine-tuning on renders only") and rec["human_masks_used"] is False
+        curves[style] = rec["curve"]
+    assert "Fourier" in json.loads((tmp_path / "fourier" / "1" / "training.json").read_text())["adaptation"]["route"]
+    # the restyling changes what the network sees, so the losses differ
+    assert curves["none"] != curves["fourier"] and curves["none"] != curves["histogram"]
+    capsys.readouterr()
+    bad = [(["--reference-masks", str(imgs)], "excludes --reference-masks"),
+           (["--render-style", "fourier", "--style-beta", "0.7"], "style_beta")]
+    for extra, msg in bad:
+        assert main(common + ["--out", str(tmp_path / "bad")] + extra) == 2, extra
+        assert msg in capsys.readouterr().err
+    plain = ["adapt", "--images", str(imgs), "--modality", "se", "--steps", "3", "--batch", "2", "--patch", "128",
+             "--quiet", "--out", str(tmp_path / "bad2"), "--render-style", "histogram"]
+    assert main(plain) == 2
+    assert "needs rendered datasets" in capsys.readouterr().err

@@ -36,7 +36,14 @@ def register(sub) -> None:
                    help="rendered datasets (scene_*/, e.g. `semforge render --recipe se-grains`) learned beside the "
                    "pseudo-labelled images, with their exact labels")
     a.add_argument("--render-share", type=float, default=None,
-                   help="share of each batch from --renders (default 0.5 when --renders is given)")
+                   help="share of each batch from --renders (default 0.5 when --renders is given; 1: renders only, "
+                   "no pseudo-labels)")
+    a.add_argument("--render-style", default="none", choices=["none", "histogram", "fourier"],
+                   help="restyle each rendered crop toward a random crop of the images: gray-value histogram or "
+                   "low-frequency Fourier amplitude (appearance matching; default none)")
+    a.add_argument("--style-beta", type=float, default=0.05,
+                   help="fourier style: half-width of the low-frequency band taken from the image, as a share of "
+                   "the crop size (default 0.05)")
     a.add_argument("--render-image", default=None, help="rendered image to learn from (default se.png; "
                    "transmission.png for stem/tem)")
     a.add_argument("--quiet", action="store_true")
@@ -54,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
                                 "offset_px": args.offset_px, "min_contrast": args.min_contrast, "refine_px": args.refine_px},
                         reference_masks=args.reference_masks, renders=args.renders,
                         render_share=(0.5 if args.renders else 0.0) if args.render_share is None else args.render_share,
+                        render_style=args.render_style, style_beta=args.style_beta,
                         render_image=args.render_image or ("transmission.png" if args.modality in ("stem", "tem")
                                                            else "se.png"))
     for v, seen in res["versions"].items():

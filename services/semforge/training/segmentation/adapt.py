@@ -10,6 +10,10 @@ is folded into the convolutions at export, so the rebuilt network has none), fin
 augmented crops of the real images and exported as a new model version with its record
 (``training.json``: base model, images, config, seed, curve).
 
+Other routes, by option: rendered scenes with their exact labels beside the pseudo-labels
+(``renders``, ``render_share``), or alone (``render_share`` 1), their crops optionally restyled toward
+crops of the real images (``render_style``: histogram or Fourier amplitude matching, :mod:`.style`).
+
 No human mask is read here: the images are used unlabeled.
 """
 
@@ -53,8 +57,11 @@ class AdaptConfig:
     freeze_encoder: bool = True  # fine-tune the decoder only (about half the CPU time per step)
     reference_masks: str = ""  # REFERENCE ONLY, never shipped: learn the human masks of this folder instead
     renders: list[str] = field(default_factory=list)  # rendered dataset roots (scene_*/) learned beside the images
-    render_share: float = 0.0  # share of each batch drawn from the renders (exact labels); 0 = self-training only
+    render_share: float = 0.0  # share of each batch drawn from the renders (exact labels); 0 = self-training only,
+    # 1 = renders only (no pseudo-labels; the images serve as appearance references when render_style is set)
     render_image: str = "se.png"  # the rendered image the network sees (se.png / transmission.png)
+    render_style: str = "none"  # rendered crops restyled toward a random crop of the images: none / histogram / fourier
+    style_beta: float = 0.05  # fourier: half-width of the low-frequency square taken from the image, x crop size
     seed: int = 0
     threads: int = 1
 
@@ -69,20 +76,36 @@ class AdaptConfig:
             raise UserInputError("need 0 <= low < threshold < high <= 1")
         if self.refine_px < 0:
             raise UserInputError("refine_px must be >= 0")
-        if not 0 <= self.render_share < 1:
-            raise UserInputError(f"render_share must be in [0, 1), got {self.render_share}")
+        from .style import STYLES
+
+        if not 0 <= self.render_share <= 1:
+            raise UserInputError(f"render_share must be in [0, 1], got {self.render_share}")
         if self.render_share > 0 and not self.renders:
             raise UserInputError("render_share > 0 needs rendered datasets (--renders)")
-        if self.renders and not 1 <= self.render_crops() <= self.batch - 1:
+        if self.render_style not in STYLES:
+            raise UserInputError(f"unknown render style {self.render_style!r}; use {', '.join(STYLES)}")
+        if self.render_style != "none" and not self.renders:
+            raise UserInputError(f"render style {self.render_style!r} needs rendered datasets (--renders)")
+        if not 0 < self.style_beta < 0.5:
+            raise UserInputError(f"style_beta must be in (0, 0.5), got {self.style_beta}")
+        if self.render_share == 1 and self.reference_masks:
+            raise UserInputError("--render-share 1 (renders only) reads no labels of the images: "
+                                 "it excludes --reference-masks")
+        if self.renders and self.render_share < 1 and not 1 <= self.render_crops() <= self.batch - 1:
             raise UserInputError(f"--render-share {self.render_share:g} with --batch {self.batch} gives "
                                  f"{self.render_crops()} rendered crop(s) per batch of {self.batch}: choose a batch and "
-                                 "share that leave at least one crop of the images and one of the renders")
+                                 "share that leave at least one crop of the images and one of the renders "
+                                 "(or --render-share 1: renders only)")
         if self.steps < 1 or self.batch < 1 or self.patch % 32 or self.patch < 64:
             raise UserInputError("steps and batch must be >= 1, patch a multiple of 32 and >= 64")
 
     def render_crops(self) -> int:
         """Crops of each batch drawn from the renders (the rest from the images)."""
         return int(math.floor(self.batch * self.render_share + 0.5)) if self.renders else 0
+
+    @property
+    def renders_only(self) -> bool:
+        return bool(self.renders) and self.render_share == 1
 
     @property
     def dark(self) -> bool:
@@ -194,11 +217,19 @@ def instance_targets(inst: np.ndarray):
     return y, np.ones(inst.shape, np.float32)
 
 
-def _augment(rng, im, y, w, patch):
+def _crop(rng, im, patch):
     h, wd = im.shape
     y0, x0 = int(rng.integers(h - patch + 1)), int(rng.integers(wd - patch + 1))
-    sl = (slice(y0, y0 + patch), slice(x0, x0 + patch))
+    return slice(y0, y0 + patch), slice(x0, x0 + patch)
+
+
+def _augment(rng, im, y, w, patch, style=None):
+    """A random crop, flip and rotation of (image, targets, weights), ``style`` (crop -> crop, for renders) applied
+    to the image crop, then the intensity jitter."""
+    sl = _crop(rng, im, patch)
     im, y, w = im[sl], y[:, sl[0], sl[1]], w[sl]
+    if style is not None:
+        im = style(im)
     if rng.random() < 0.5:
         im, y, w = im[:, ::-1], y[:, :, ::-1], w[:, ::-1]
     k = int(rng.integers(4))
@@ -235,7 +266,7 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
     seg = OnnxSegmenter(base.parent.name, version=int(base.name), repo=base.parent.parent, threads=cfg.threads)
     # the renders first: a bad dataset is reported before the pseudo-labels are made
     rendered = []
-    if cfg.render_share > 0:
+    if cfg.renders and cfg.render_share > 0:
         from .data import load_pairs
 
         for root in cfg.renders:
@@ -251,12 +282,14 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
         img = load_image(p)
         rows = detect_databar(img.pixels)
         gray = to_gray_float(img.pixels)[:rows].astype(np.float32)
-        if cfg.reference_masks:
+        if cfg.renders_only:  # the image is an appearance reference only: no labels of it are made
+            y, w = None, None
+        elif cfg.reference_masks:
             y, w = _human_targets(Path(cfg.reference_masks), Path(p).stem, rows)
         else:
             probs = seg.predict_channels(gray)
             y, w = pseudo_labels(probs, cfg, img.calibration.pixel_size_nm, gray)
-        x = (1 - gray if cfg.dark else gray)[: y.shape[1]]  # the network sees dark particles inverted
+        x = (1 - gray if cfg.dark else gray)[: gray.shape[0] if y is None else y.shape[1]]  # dark particles inverted
         if min(x.shape) < cfg.patch:
             raise UserInputError(f"{p}: image smaller than the training crop ({cfg.patch} px)")
         data.append((x, y, w))
@@ -269,13 +302,24 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
     opt = torch.optim.AdamW([q for q in net.parameters() if q.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
-    curve = []
-    for step in range(1, cfg.steps + 1):
+    style = None
+    if cfg.render_style != "none":
+        from .style import restyle
+
+        def style(crop):  # toward a random crop of a random image (drawn after the render's crop)
+            ref = data[int(rng.integers(len(data)))][0]
+            return restyle(cfg.render_style, crop, ref[_crop(rng, ref, crop.shape[0])], cfg.style_beta)
+
+    def draw(b):
         # the first batch - n_rendered crops from the real images, the rest from renders (same draws as
         # before when there are no renders)
-        xs, ys, ws = zip(*(_augment(rng, *(data[int(rng.integers(len(data)))] if b < cfg.batch - n_rendered
-                                           else rendered[int(rng.integers(len(rendered)))]), cfg.patch)
-                           for b in range(cfg.batch)))
+        if b < cfg.batch - n_rendered:
+            return _augment(rng, *data[int(rng.integers(len(data)))], cfg.patch)
+        return _augment(rng, *rendered[int(rng.integers(len(rendered)))], cfg.patch, style)
+
+    curve = []
+    for step in range(1, cfg.steps + 1):
+        xs, ys, ws = zip(*(draw(b) for b in range(cfg.batch)))
         x = torch.from_numpy(normalize(np.stack(xs)[:, None]))
         y, w = torch.from_numpy(np.stack(ys)), torch.from_numpy(np.stack(ws))
         logits = net(x)
@@ -296,7 +340,7 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
     record = json.loads(json.dumps(meta))
     record.setdefault("input", {})["normalization_in_graph"] = False  # exported plain; baked below
     record.update({
-        "adaptation": {"route": "self-training on confident pseudo-labels", "base": str(base),
+        "adaptation": {"route": _route(cfg), "base": str(base),
                        "base_record": meta.get("config"), "images": [str(p) for p in cfg.images],
                        "config": asdict(cfg), "curve": curve[:: max(1, len(curve) // 200)],
                        "seconds": {"pseudo_labels": round(t_data, 1),
@@ -316,6 +360,16 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
     return record
 
 
+def _route(cfg: AdaptConfig) -> str:
+    look = {"none": "", "histogram": ", restyled to the images by histogram matching",
+            "fourier": ", restyled to the images by Fourier amplitude matching"}[cfg.render_style]
+    if cfg.renders_only:
+        return f"fine-tuning on renders only{look}"
+    if cfg.renders and cfg.render_share > 0:
+        return f"self-training on confident pseudo-labels beside renders{look}"
+    return "self-training on confident pseudo-labels"
+
+
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".dm3", ".dm4")
 
 
@@ -327,15 +381,17 @@ def _next_version(folder: Path) -> int:
 def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base: str = "", steps: int = 600,
                   batch: int = 4, patch: int = 192, seed: int = 0, threads: int = 1, freeze_encoder: bool = True,
                   pseudo: dict | None = None, reference_masks: str = "", renders: list[str] | None = None,
-                  render_share: float = 0.0, render_image: str = "se.png",
-                  progress: Callable[[str], None] | None = None) -> dict:
+                  render_share: float = 0.0, render_image: str = "se.png", render_style: str = "none",
+                  style_beta: float = 0.05, progress: Callable[[str], None] | None = None) -> dict:
     """``semforge adapt``: new version(s) of the model folder ``out`` adapted to the images of ``images``.
 
     ``folds`` = 0: one version from all images. ``folds`` = k >= 2: k versions, version i trained on
     every image outside fold i (contiguous blocks of the sorted names), and ``out/folds.json`` saying
     which images each version saw -- so that each image can be scored by a version that never saw it.
     ``renders`` / ``render_share``: rendered datasets whose exact labels fill that share of every batch
-    beside the pseudo-labelled real images (e.g. the ``se-grains`` recipe: separations of small touching grains).
+    beside the pseudo-labelled real images (e.g. the ``se-grains`` recipe: separations of small touching grains);
+    ``render_share`` 1: renders only, no pseudo-labels. ``render_style``: rendered crops restyled toward random crops
+    of the images (``histogram`` / ``fourier``, :mod:`.style`): the appearance-matching route.
     """
     import shutil
 
@@ -373,7 +429,8 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
         cfg = AdaptConfig(images=[str(p) for p in plan], modality=modality, base=str(base_dir), steps=steps,
                           batch=batch, patch=patch, seed=seed, threads=threads, freeze_encoder=freeze_encoder,
                           reference_masks=reference_masks, renders=list(renders or []), render_share=render_share,
-                          render_image=render_image, **(pseudo or {}))
+                          render_image=render_image, render_style=render_style, style_beta=style_beta,
+                          **(pseudo or {}))
         say = (lambda ev, v=v: progress(f"version {v}: step {ev['step']}/{steps} loss {ev['loss']:.4f} "
                                         f"({ev['elapsed_s']:.0f} s)")) if progress else None
         adapt_segmenter(cfg, dest / str(v), progress=say)

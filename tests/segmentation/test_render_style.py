@@ -1,0 +1,41 @@
+"""Known answers for the appearance matching of renders (semforge adapt --render-style, #16)."""
+
+import numpy as np
+import pytest
+
+from semforge.training.segmentation.style import fourier_style, match_histogram, restyle
+
+
+def test_match_histogram_takes_the_reference_values_in_the_source_order():
+    rng = np.random.default_rng(0)
+    src = rng.permutation(64).reshape(8, 8).astype(np.float32)
+    ref = np.linspace(0.2, 0.9, 64).astype(np.float32)[rng.permutation(64)].reshape(8, 8)
+    out = match_histogram(src, ref)
+    assert np.allclose(np.sort(out.ravel()), np.sort(ref.ravel()))  # the reference's gray values exactly
+    assert np.array_equal(np.argsort(out.ravel()), np.argsort(src.ravel()))  # in the source's rank order
+    # a larger reference: its quantiles
+    big = np.repeat(np.array([0.1, 0.5, 0.9], np.float32), 100)
+    out = match_histogram(np.arange(6, dtype=np.float32).reshape(2, 3), big)
+    assert out.ravel().tolist() == pytest.approx([0.1, 0.1, 0.5, 0.5, 0.9, 0.9])
+
+
+def test_fourier_style_swaps_only_the_low_frequency_amplitude():
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:64, :64]
+    src = 0.5 + 0.1 * np.sin(xx / 3.0) + 0.02 * rng.standard_normal((64, 64))  # fine structure
+    ref = 0.3 + 0.15 * (yy / 63.0)  # darker, with a slow gradient
+    out = fourier_style(src, ref, beta=0.05)  # band half-width 3 px of the 64-px spectrum
+    assert out.dtype == np.float32 and out.shape == src.shape
+    assert out.mean() == pytest.approx(ref.mean(), abs=1e-4)  # the zero frequency comes from the reference
+    diff = np.fft.fftshift(np.fft.fft2(out.astype(np.float64) - src))
+    band = np.zeros((64, 64), bool)
+    band[32 - 3:32 + 4, 32 - 3:32 + 4] = True
+    assert np.abs(diff[~band]).max() < 1e-2 * np.abs(diff[band]).max()  # nothing outside the band changed
+    assert np.allclose(fourier_style(src, src), src, atol=1e-6)  # its own style: unchanged
+    assert np.allclose(restyle("none", src, ref), src)
+    with pytest.raises(ValueError, match="one shape"):
+        fourier_style(src, ref[:32])
+    with pytest.raises(ValueError, match="beta"):
+        fourier_style(src, ref, beta=0.6)
+    with pytest.raises(ValueError, match="unknown render style"):
+        restyle("cyclegan", src, ref)
