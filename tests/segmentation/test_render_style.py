@@ -39,3 +39,34 @@ def test_fourier_style_swaps_only_the_low_frequency_amplitude():
         fourier_style(src, ref, beta=0.6)
     with pytest.raises(ValueError, match="unknown render style"):
         restyle("cyclegan", src, ref)
+
+
+def test_histogram_by_class_keeps_particles_bright_whatever_the_density():
+    from semforge.training.segmentation.style import class_quantiles, match_histogram_by_class
+
+    # a dense render (half particles) matched to a sparse real field (5 % particles): whole-image matching would
+    # make most render particles background-gray; by class, particles take particle values, background background
+    rng = np.random.default_rng(2)
+    src_fg = np.zeros((20, 20), bool)
+    src_fg[:, :10] = True
+    src = np.where(src_fg, 0.8, 0.3) + 0.01 * rng.standard_normal((20, 20))
+    real_fg = np.zeros((40, 40), bool)
+    real_fg[:4, :20] = True
+    real = np.where(real_fg, 0.6, 0.15) + 0.02 * rng.standard_normal((40, 40))
+    bg_q, fg_q = class_quantiles(real, real_fg)
+    out = match_histogram_by_class(src, src_fg, bg_q, fg_q)
+    assert out[src_fg].min() > 0.5 and out[~src_fg].max() < 0.25
+    assert abs(np.median(out[src_fg]) - 0.6) < 0.01 and abs(np.median(out[~src_fg]) - 0.15) < 0.01
+    whole = match_histogram(src, real)
+    assert (whole[src_fg] < 0.3).mean() > 0.8  # the density mismatch the by-class matching avoids
+    with pytest.raises(ValueError, match="does not match"):
+        match_histogram_by_class(src, src_fg[:10], bg_q, fg_q)
+
+
+def test_fourier_style_can_keep_the_render_mean():
+    yy, xx = np.mgrid[:64, :64]
+    src = 0.5 + 0.1 * np.sin(xx / 3.0)
+    ref = 0.2 + 0.1 * (yy / 63.0)
+    out = fourier_style(src, ref, beta=0.05, keep_mean=True)
+    assert out.mean() == pytest.approx(src.mean(), abs=1e-4)
+    assert not np.allclose(out, src, atol=1e-3)  # the slow gradient of the reference came in

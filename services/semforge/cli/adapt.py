@@ -39,11 +39,12 @@ def register(sub) -> None:
                    help="share of each batch from --renders (default 0.5 when --renders is given; 1: renders only, "
                    "no pseudo-labels)")
     a.add_argument("--render-style", default="none", choices=["none", "histogram", "fourier"],
-                   help="restyle each rendered crop toward a random crop of the images: gray-value histogram or "
-                   "low-frequency Fourier amplitude (appearance matching; default none)")
-    a.add_argument("--style-beta", type=float, default=0.05,
+                   help="restyle each rendered crop toward a crop of the images of about the same particle share "
+                   "(by the base model): gray-value histogram or low-frequency Fourier amplitude (appearance "
+                   "matching; default none)")
+    a.add_argument("--style-beta", type=float, default=0.02,
                    help="fourier style: half-width of the low-frequency band taken from the image, as a share of "
-                   "the crop size (default 0.05)")
+                   "the crop size (default 0.02)")
     a.add_argument("--render-image", default=None, help="rendered image to learn from (default se.png; "
                    "transmission.png for stem/tem)")
     a.add_argument("--quiet", action="store_true")

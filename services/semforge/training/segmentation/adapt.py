@@ -61,7 +61,8 @@ class AdaptConfig:
     # 1 = renders only (no pseudo-labels; the images serve as appearance references when render_style is set)
     render_image: str = "se.png"  # the rendered image the network sees (se.png / transmission.png)
     render_style: str = "none"  # rendered crops restyled toward a random crop of the images: none / histogram / fourier
-    style_beta: float = 0.05  # fourier: half-width of the low-frequency square taken from the image, x crop size
+    style_beta: float = 0.02  # fourier: half-width of the low-frequency square taken from the image, x crop size
+    style_candidates: int = 8  # reference crops drawn per rendered crop; the one closest in particle share is used
     seed: int = 0
     threads: int = 1
 
@@ -88,6 +89,8 @@ class AdaptConfig:
             raise UserInputError(f"render style {self.render_style!r} needs rendered datasets (--renders)")
         if not 0 < self.style_beta < 0.5:
             raise UserInputError(f"style_beta must be in (0, 0.5), got {self.style_beta}")
+        if self.style_candidates < 1:
+            raise UserInputError(f"style_candidates must be >= 1, got {self.style_candidates}")
         if self.render_share == 1 and self.reference_masks:
             raise UserInputError("--render-share 1 (renders only) reads no labels of the images: "
                                  "it excludes --reference-masks")
@@ -229,7 +232,7 @@ def _augment(rng, im, y, w, patch, style=None):
     sl = _crop(rng, im, patch)
     im, y, w = im[sl], y[:, sl[0], sl[1]], w[sl]
     if style is not None:
-        im = style(im)
+        im = style(im, y)
     if rng.random() < 0.5:
         im, y, w = im[:, ::-1], y[:, :, ::-1], w[:, ::-1]
     k = int(rng.integers(4))
@@ -238,6 +241,40 @@ def _augment(rng, im, y, w, patch, style=None):
                           noise_sd=0.04)
     return (np.ascontiguousarray(im, np.float32), np.ascontiguousarray(y, np.float32),
             np.ascontiguousarray(w, np.float32))
+
+
+def _styler(cfg: AdaptConfig, rng, images: list, particle: list):
+    """The restyling of a rendered crop (``cfg.render_style``; None for ``none``), ``(crop, targets) -> crop``.
+
+    The real images differ from the renders in particle density (the shared SEM fields hold 2-20 % particles),
+    so neither style may carry the density: ``histogram`` maps the render's particles (its exact labels:
+    foreground or border) to the gray values of a random image's particles (by the base model) and its
+    background to that image's background; ``fourier`` takes the low-frequency amplitude of a crop of the
+    images of about the render crop's particle share (the closest of ``style_candidates`` random crops) and
+    keeps the render's own mean.
+    """
+    from .style import class_quantiles, fourier_style, match_histogram_by_class
+
+    if cfg.render_style == "none":
+        return None
+    if cfg.render_style == "histogram":
+        refs = [class_quantiles(x, m > 0) for x, m in zip(images, particle)]
+
+        def style(crop, y):
+            fg = (y[0] > 0.5) | (y[1] > 0.5)
+            return match_histogram_by_class(crop, fg, *refs[int(rng.integers(len(refs)))])
+        return style
+
+    def style(crop, y):
+        share, best = float((y[0] > 0.5).mean()), None
+        for _ in range(cfg.style_candidates):
+            i = int(rng.integers(len(images)))
+            sl = _crop(rng, images[i], crop.shape[0])
+            gap = abs(float(particle[i][sl].mean()) - share)
+            if best is None or gap < best[0]:
+                best = (gap, images[i][sl])
+        return fourier_style(crop, best[1], cfg.style_beta, keep_mean=True)
+    return style
 
 
 def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
@@ -278,17 +315,21 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
                 rendered.append((x.astype(np.float32), y, w))
     n_rendered = cfg.render_crops()
     data = []
+    particle_share = []  # per image: the base model's particle pixels (p >= threshold), for density-matched styles
     for p in cfg.images:
         img = load_image(p)
         rows = detect_databar(img.pixels)
         gray = to_gray_float(img.pixels)[:rows].astype(np.float32)
+        probs = seg.predict_channels(gray) if not cfg.reference_masks or cfg.render_style != "none" else None
         if cfg.renders_only:  # the image is an appearance reference only: no labels of it are made
             y, w = None, None
         elif cfg.reference_masks:
             y, w = _human_targets(Path(cfg.reference_masks), Path(p).stem, rows)
         else:
-            probs = seg.predict_channels(gray)
             y, w = pseudo_labels(probs, cfg, img.calibration.pixel_size_nm, gray)
+        if cfg.render_style != "none":
+            particle_share.append((probs[0] >= cfg.threshold).astype(np.float32)[: gray.shape[0] if y is None
+                                                                                  else y.shape[1]])
         x = (1 - gray if cfg.dark else gray)[: gray.shape[0] if y is None else y.shape[1]]  # dark particles inverted
         if min(x.shape) < cfg.patch:
             raise UserInputError(f"{p}: image smaller than the training crop ({cfg.patch} px)")
@@ -302,13 +343,7 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
     opt = torch.optim.AdamW([q for q in net.parameters() if q.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
-    style = None
-    if cfg.render_style != "none":
-        from .style import restyle
-
-        def style(crop):  # toward a random crop of a random image (drawn after the render's crop)
-            ref = data[int(rng.integers(len(data)))][0]
-            return restyle(cfg.render_style, crop, ref[_crop(rng, ref, crop.shape[0])], cfg.style_beta)
+    style = _styler(cfg, rng, [d[0] for d in data], particle_share)
 
     def draw(b):
         # the first batch - n_rendered crops from the real images, the rest from renders (same draws as
@@ -382,7 +417,7 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
                   batch: int = 4, patch: int = 192, seed: int = 0, threads: int = 1, freeze_encoder: bool = True,
                   pseudo: dict | None = None, reference_masks: str = "", renders: list[str] | None = None,
                   render_share: float = 0.0, render_image: str = "se.png", render_style: str = "none",
-                  style_beta: float = 0.05, progress: Callable[[str], None] | None = None) -> dict:
+                  style_beta: float = 0.02, progress: Callable[[str], None] | None = None) -> dict:
     """``semforge adapt``: new version(s) of the model folder ``out`` adapted to the images of ``images``.
 
     ``folds`` = 0: one version from all images. ``folds`` = k >= 2: k versions, version i trained on
