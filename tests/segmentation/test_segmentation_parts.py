@@ -114,3 +114,16 @@ def test_se_grains_recipe_draws_small_clustered_grains():
     assert len(sizes) == 150 and 95 < np.median(sizes) < 135 and (sizes < 100).mean() > 0.25
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe_datasets("se-grain")
+
+
+def test_se_piles_recipe_mixes_large_and_small_grains():
+    """Recipe `se-piles` (#16, round 4): large (~190 nm) and small (~115 nm) grains together in dense piles."""
+    from semforge.training.scenes.spec import sample_particles
+    from semforge.training.segmentation.recipes import recipe_datasets
+
+    sets = recipe_datasets("se-piles")
+    assert [n for n, _, _ in sets] == ["se-piles-n300", "se-piles-n600", "se-piles-n900"]
+    _, spec, scenes = sets[2]
+    assert scenes == 12 and spec.cluster == 0.95 and spec.particles == 900
+    sizes = np.array([p.size_nm for p in sample_particles(spec)])
+    assert len(sizes) == 900 and (sizes < 130).mean() > 0.3 and (sizes > 180).mean() > 0.25

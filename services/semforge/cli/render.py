@@ -32,7 +32,7 @@ def register(sub) -> None:
     rd.add_argument("--spec", help="scene spec JSON (mixtures with per-shape size distributions); "
                     "--particles/--size/--seed/--pixel-size-nm/--frames override it")
     rd.add_argument("--workers", type=int, default=None, help="Blender worker processes (default: one per core)")
-    rd.add_argument("--recipe", choices=["se", "se-grains", "transmission", "se-rods", "tiny"],
+    rd.add_argument("--recipe", choices=["se", "se-grains", "se-piles", "transmission", "se-rods", "tiny"],
                     help="render every dataset of a training-data recipe (OUT/datasets/<recipe dataset>/; resumable)")
     rd.add_argument("--quiet", action="store_true")
     rd.set_defaults(func=run)

@@ -25,7 +25,7 @@ def register(sub) -> None:
     t.add_argument("--data", nargs="+", help="rendered dataset roots (scene_*/) or folders with images/ + masks/")
     t.add_argument("--data-store", help="object store (directory or s3://bucket) holding the --data prefixes "
                    "(e.g. --data datasets/se-tio2-n80); they are fetched into --cache-dir")
-    t.add_argument("--recipe", choices=["se", "se-grains", "transmission", "se-rods", "tiny"],
+    t.add_argument("--recipe", choices=["se", "se-grains", "se-piles", "transmission", "se-rods", "tiny"],
                    help="render the recipe's scenes first (resumable) and train on them")
     t.add_argument("--render-into", default="out/training-data", help="where --recipe renders (default out/training-data)")
     t.add_argument("--workers", type=int, default=None, help="Blender workers for --recipe (default: one per core)")

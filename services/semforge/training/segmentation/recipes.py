@@ -43,6 +43,13 @@ def _tio2_grains() -> list[ShapeComponent]:
             ShapeComponent("icosahedron", 1, 220, 50, "lognormal")]
 
 
+def _tio2_piles() -> list[ShapeComponent]:
+    """The TiO2-like grains (about 190 nm) and the small primary grains (about 115 nm) together, for piles of mixed
+    sizes where small grains lie partly under large ones: the visible slivers the SEM annotators drew as particles
+    and the network merges (#16, round 4)."""
+    return _tio2_like() + _tio2_grains()
+
+
 def _transmission_mix() -> list[ShapeComponent]:
     """Metal/oxide nanoparticles as seen in STEM/TEM: spheres, rods, plates, polyhedra around 40 nm."""
     return [ShapeComponent("sphere", 3, 40, 8, "lognormal"),
@@ -67,6 +74,8 @@ RECIPES = {
     "se": _family("se-tio2", _tio2_like, 7.344, [25, 80, 160, 280, 450], 24, 1000),
     # SE, small primary grains in dense agglomerates (cluster 0.9): separations of touching small grains (#16)
     "se-grains": _family("se-grains", _tio2_grains, 7.344, [150, 300, 500], 12, 5000, cluster=0.9),
+    # SE, piles of mixed sizes (large and small grains, cluster 0.95, up to 900 per field: several layers) (#16)
+    "se-piles": _family("se-piles", _tio2_piles, 7.344, [300, 600, 900], 12, 6000, cluster=0.95),
     # transmission, 2 nm/px: 20 px particles
     "transmission": _family("tem-mix", _transmission_mix, 2.0, [30, 120, 250, 400], 18, 2000),
     # held out, for the translation content check by shape (rods; not used to train the shipped models)
