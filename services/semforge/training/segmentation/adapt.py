@@ -227,8 +227,8 @@ def _crop(rng, im, patch):
 
 
 def _augment(rng, im, y, w, patch, style=None):
-    """A random crop, flip and rotation of (image, targets, weights), ``style`` (crop -> crop, for renders) applied
-    to the image crop, then the intensity jitter."""
+    """A random crop, flip and rotation of (image, targets, weights), ``style`` ((image crop, target crop) -> image
+    crop, for renders: :func:`_styler`) applied to the image crop, then the intensity jitter."""
     sl = _crop(rng, im, patch)
     im, y, w = im[sl], y[:, sl[0], sl[1]], w[sl]
     if style is not None:
