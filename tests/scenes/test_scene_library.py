@@ -149,3 +149,19 @@ def test_diamond_square_and_appearance():
     assert t[centre].mean() < t[rim].mean()  # thicker = darker (Beer-Lambert)
     n = noisy_height(np.zeros((200, 200), np.float32), np.random.default_rng(0))
     assert n.std() == pytest.approx(0.01, rel=0.05)
+
+
+def test_se_image_contact_rim_dims_only_the_outlines_between_particles():
+    """``contact_rim`` (#16): the edge brightening along an outline where two particles meet is weighted down; the
+    outline against the substrate and every random draw stay as they were (c = 1 is the old image exactly)."""
+    ids = np.zeros((96, 96), np.int32)
+    ids[24:72, 16:48], ids[24:72, 48:80] = 1, 2  # two grains touching along column 48
+    h = np.where(ids > 0, 50.0, 0.0)
+    old = se_image(h, ids, 2.0, np.random.default_rng(5))
+    same = se_image(h, ids, 2.0, np.random.default_rng(5), contact_rim=1.0)
+    dim = se_image(h, ids, 2.0, np.random.default_rng(5), contact_rim=0.0)
+    assert np.array_equal(old, same)
+    contact = (slice(36, 60), slice(46, 50))  # along the contact, far from the substrate
+    outer = (slice(36, 60), slice(17, 20))  # along the left grain's outline against the substrate
+    assert dim[contact].mean() < old[contact].mean() - 0.03
+    assert abs(dim[outer].mean() - old[outer].mean()) < 0.01

@@ -66,8 +66,14 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
 
 
-def se_image(height_nm: np.ndarray, ids: np.ndarray, pixel_nm: float, rng: np.random.Generator) -> np.ndarray:
-    """SE-like image in [0, 1] (bright particles on a darker substrate)."""
+def se_image(height_nm: np.ndarray, ids: np.ndarray, pixel_nm: float, rng: np.random.Generator, *,
+             contact_rim: float = 1.0) -> np.ndarray:
+    """SE-like image in [0, 1] (bright particles on a darker substrate).
+
+    ``contact_rim``: weight of the edge brightening along outlines where two particles meet (an occluding or
+    touching grain), against 1 where a particle meets the substrate. 1 (the default, as before) rims every
+    visible outline; real SEM piles show little rim where a grain lies partly under another (#16).
+    """
     fg = ids > 0
     gy, gx = np.gradient(ndi.gaussian_filter(height_nm.astype(np.float64), 0.7), pixel_nm)
     slope2 = gx * gx + gy * gy
@@ -83,6 +89,14 @@ def se_image(height_nm: np.ndarray, ids: np.ndarray, pixel_nm: float, rng: np.ra
     dist = ndi.distance_transform_edt(~boundaries) * pixel_nm
     escape_nm = rng.uniform(2.0, 8.0)
     edge = np.exp(-dist / escape_nm) * fg
+    if contact_rim != 1.0:  # the rim near a particle-particle outline weighted down (near the substrate: 1)
+        outer = np.zeros_like(fg)
+        outer[:-1] |= fg[:-1] != fg[1:]
+        outer[1:] |= fg[:-1] != fg[1:]
+        outer[:, :-1] |= fg[:, :-1] != fg[:, 1:]
+        outer[:, 1:] |= fg[:, :-1] != fg[:, 1:]
+        d_out = ndi.distance_transform_edt(~outer) * pixel_nm
+        edge = contact_rim * edge + (1 - contact_rim) * np.exp(-d_out / escape_nm) * fg
     # side detector: slopes facing it are brighter, the substrate behind particles is shadowed
     az = rng.uniform(0, 2 * np.pi)
     dx, dy = np.cos(az), np.sin(az)
