@@ -31,9 +31,14 @@ def main() -> int:
     ap.add_argument("--name", default="se_contact.png")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if not 0 <= args.low <= args.high <= 1:
+        ap.error(f"need 0 <= --low <= --high <= 1, got {args.low:g}, {args.high:g}")
     n = 0
     for ds in args.datasets:
-        for k, d in enumerate(sorted(Path(ds).glob("scene_*"))):
+        scenes = sorted(d for d in Path(ds).glob("scene_*") if (d / "scene.json").exists())
+        if not scenes:
+            ap.error(f"no rendered scenes (scene_*/scene.json) under {ds}")
+        for k, d in enumerate(scenes):
             scene = json.loads((d / "scene.json").read_text())
             rng = np.random.default_rng([args.seed, int(scene["spec"]["seed"]) % 2**32, k])
             c = float(rng.uniform(args.low, args.high))

@@ -165,3 +165,5 @@ def test_se_image_contact_rim_dims_only_the_outlines_between_particles():
     outer = (slice(36, 60), slice(17, 20))  # along the left grain's outline against the substrate
     assert dim[contact].mean() < old[contact].mean() - 0.03
     assert abs(dim[outer].mean() - old[outer].mean()) < 0.01
+    with pytest.raises(ValueError, match="contact_rim"):
+        se_image(h, ids, 2.0, np.random.default_rng(5), contact_rim=1.5)

@@ -66,6 +66,16 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
 
 
+def _outlines(labels: np.ndarray) -> np.ndarray:
+    """Pixels on either side of a change of ``labels`` between 4-neighbours."""
+    out = np.zeros(labels.shape, bool)
+    out[:-1] |= labels[:-1] != labels[1:]
+    out[1:] |= labels[:-1] != labels[1:]
+    out[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    out[:, 1:] |= labels[:, :-1] != labels[:, 1:]
+    return out
+
+
 def se_image(height_nm: np.ndarray, ids: np.ndarray, pixel_nm: float, rng: np.random.Generator, *,
              contact_rim: float = 1.0) -> np.ndarray:
     """SE-like image in [0, 1] (bright particles on a darker substrate).
@@ -74,6 +84,8 @@ def se_image(height_nm: np.ndarray, ids: np.ndarray, pixel_nm: float, rng: np.ra
     touching grain), against 1 where a particle meets the substrate. 1 (the default, as before) rims every
     visible outline; real SEM piles show little rim where a grain lies partly under another (#16).
     """
+    if not 0 <= contact_rim <= 1:
+        raise ValueError(f"contact_rim must be in [0, 1], got {contact_rim}")
     fg = ids > 0
     gy, gx = np.gradient(ndi.gaussian_filter(height_nm.astype(np.float64), 0.7), pixel_nm)
     slope2 = gx * gx + gy * gy
@@ -81,21 +93,11 @@ def se_image(height_nm: np.ndarray, ids: np.ndarray, pixel_nm: float, rng: np.ra
     k = rng.uniform(0.6, 1.2)
     yield_tilt = sec ** k
     # edge brightening: escape from near the edges of each particle (distance inside its own outline)
-    boundaries = np.zeros_like(fg)
-    boundaries[:-1] |= ids[:-1] != ids[1:]
-    boundaries[1:] |= ids[:-1] != ids[1:]
-    boundaries[:, :-1] |= ids[:, :-1] != ids[:, 1:]
-    boundaries[:, 1:] |= ids[:, :-1] != ids[:, 1:]
-    dist = ndi.distance_transform_edt(~boundaries) * pixel_nm
+    dist = ndi.distance_transform_edt(~_outlines(ids)) * pixel_nm
     escape_nm = rng.uniform(2.0, 8.0)
     edge = np.exp(-dist / escape_nm) * fg
     if contact_rim != 1.0:  # the rim near a particle-particle outline weighted down (near the substrate: 1)
-        outer = np.zeros_like(fg)
-        outer[:-1] |= fg[:-1] != fg[1:]
-        outer[1:] |= fg[:-1] != fg[1:]
-        outer[:, :-1] |= fg[:, :-1] != fg[:, 1:]
-        outer[:, 1:] |= fg[:, :-1] != fg[:, 1:]
-        d_out = ndi.distance_transform_edt(~outer) * pixel_nm
+        d_out = ndi.distance_transform_edt(~_outlines(fg)) * pixel_nm
         edge = contact_rim * edge + (1 - contact_rim) * np.exp(-d_out / escape_nm) * fg
     # side detector: slopes facing it are brighter, the substrate behind particles is shadowed
     az = rng.uniform(0, 2 * np.pi)
