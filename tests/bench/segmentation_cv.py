@@ -138,6 +138,9 @@ def recommended_variant(modality: str) -> Variant:
     return Variant(post, Refine("mid", band) if band else None)
 
 
+SE_H = (0.5, 1.0)  # the SE watershed h values of the grid (--se-h widens it)
+
+
 def grid(modality: str, classes: int) -> list[PostParams]:
     """The candidate post-processing variants.
 
@@ -147,7 +150,7 @@ def grid(modality: str, classes: int) -> list[PostParams]:
     the 95th) they became 0.1 / 0.2 / 0.3, and for CPU the watershed h 1.0 (never chosen: merges
     are rare in TSEM) was dropped.
     """
-    hs = (0.5, 1.0) if modality == "se" else (0.5,)
+    hs = SE_H if modality == "se" else (0.5,)
     bases = [PostParams(threshold=t, separate="watershed", h=h) for t in (0.4, 0.5, 0.6) for h in hs]
     if classes == 2:
         bases += [PostParams(threshold=t, separate="seeded", marker=m) for t in (0.4, 0.5) for m in (0.8, 0.95)]
@@ -197,6 +200,18 @@ class MeanOfScales(Model):
 
     def probs(self, s, scale: float) -> np.ndarray:
         return np.mean([self.model.probs(s, x * scale) for x in self.scales], axis=0)
+
+
+def with_flips(model: Model, flips: int) -> Model:
+    """The same network, its outputs the mean over ``flips`` mirrored inputs (test-time augmentation)."""
+    from semforge.inference.tta import flip_mean
+
+    tag = f"-flip{flips}"
+    if model.per_image:
+        per = lambda name: (lambda g, fn=model.per_image(name): flip_mean(fn, g, flips))  # noqa: E731
+        return Model(model.key + tag, model.modality, None, per_image=per, cache=model.cache + tag)
+    return Model(model.key + tag, model.modality, lambda g: flip_mean(model.channels, g, flips),
+                 cache=model.cache + tag)
 
 
 def seconds_of(model: Model, scale: float) -> float:
@@ -346,11 +361,22 @@ def main() -> int:
                     help="comma list of the non-adapted rows to compute (default all): classical-fixed, "
                          "classical-cv, shipped-uecs, shipped-watershed, shipped-cv, shipped-refine, "
                          "shipped-rec, scales")
+    ap.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
+                    help="also score the networks with test-time flips (mean over that many mirrored inputs)")
+    ap.add_argument("--se-h", default="0.5,1",
+                    help="SE watershed h values of the CV grid (default 0.5,1: the grid fixed before any figure)")
     ap.add_argument("--no-refine", action="store_true", help="no 'CV + boundary refinement' rows")
     ap.add_argument("--write")
     ap.add_argument("--json")
     args = ap.parse_args()
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    global SE_H
+    try:
+        SE_H = tuple(float(x) for x in args.se_h.split(",") if x.strip())
+    except ValueError:
+        ap.error(f"--se-h wants comma-separated numbers, got {args.se_h!r}")
+    if not SE_H or min(SE_H) <= 0:
+        ap.error(f"--se-h wants positive watershed h values, got {args.se_h!r}")
     mods = ("se", "tem") if args.modality == "both" else (args.modality,)
     parts, results = [], {}
     for mod in mods:
@@ -376,8 +402,11 @@ def main() -> int:
             ms = MeanOfScales(sh, (1.0, *extra))
             named.append(("scales", (f"shipped, mean of inputs x1 and x{'/'.join(f'{x:g}' for x in extra)} (CV)",
                                      ms, 1.0, "cv")))
+        if args.flips > 1:
+            shf = with_flips(sh, args.flips)
+            named.append(("flips", (f"shipped, flips {args.flips} (CV + boundary refinement)", shf, 1.0, "cv+refine")))
         want = {x.strip() for x in args.routes.split(",") if x.strip()}
-        unknown = want - {k for k, _ in named} - {"shipped-refine", "shipped-rec", "scales"}
+        unknown = want - {k for k, _ in named} - {"shipped-refine", "shipped-rec", "scales", "flips"}
         if unknown:
             ap.error(f"unknown route(s) {', '.join(sorted(unknown))}")
         routes = [r for k, r in named if not want or k in want]
@@ -387,6 +416,10 @@ def main() -> int:
             p = Path(a)
             if (p / "folds.json").exists() and json.loads((p / "folds.json").read_text()).get("modality") == mod:
                 m = adapted(p, mod)
+                if args.flips > 1:
+                    mf = with_flips(m, args.flips)
+                    routes.append((f"{mf.key} (CV + boundary refinement)", mf, 1.0, "cv+refine"))
+                    routes.append((f"{mf.key}, RECOMMENDED exactly (fixed)", mf, 1.0, "recommended"))
                 routes.append((f"{m.key} / watershed (fixed)", m, 1.0, "watershed"))
                 routes.append((f"{m.key} (CV)", m, 1.0, "cv"))
                 if not args.no_refine:

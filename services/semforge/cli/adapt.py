@@ -30,6 +30,9 @@ def register(sub) -> None:
                    help="pseudo-labels: drop objects with less contrast to their surrounding (default 0: off)")
     a.add_argument("--refine-px", type=int, default=0,
                    help="pseudo-labels: re-decide outlines on the gray image within this band (default 0: off)")
+    a.add_argument("--teacher-flips", type=int, default=1, choices=[1, 2, 4, 8],
+                   help="pseudo-labels: mean of the base model's outputs over this many mirrored inputs "
+                   "(test-time augmentation of the teacher; default 1: plain)")
     a.add_argument("--reference-masks", default="", help="REFERENCE ONLY (never ship): learn these human masks "
                    "(NAME_m.tif) instead of pseudo-labels, to measure the headroom of the same fine-tuning")
     a.add_argument("--renders", nargs="+", default=[], metavar="DATASET",
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                         batch=args.batch, patch=args.patch, seed=args.seed, threads=args.threads,
                         freeze_encoder=not args.full, progress=say,
                         pseudo={"threshold": args.threshold, "watershed_h": args.watershed_h,
-                                "offset_px": args.offset_px, "min_contrast": args.min_contrast, "refine_px": args.refine_px},
+                                "offset_px": args.offset_px, "min_contrast": args.min_contrast, "refine_px": args.refine_px,
+                                "teacher_flips": args.teacher_flips},
                         reference_masks=args.reference_masks, renders=args.renders,
                         render_share=(0.5 if args.renders else 0.0) if args.render_share is None else args.render_share,
                         render_style=args.render_style, style_beta=args.style_beta,

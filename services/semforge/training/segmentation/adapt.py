@@ -53,6 +53,7 @@ class AdaptConfig:
     offset_px: int = 0  # pseudo-label outlines grown (+1) / shrunk (-1) by a pixel (the CV-chosen correction)
     min_contrast: float = 0.0  # pseudo-label instances with less contrast to their ring are dropped (spurious)
     refine_px: int = 0  # pseudo-label outlines re-decided on the gray image within this band (0: off; the analysis' refinement)
+    teacher_flips: int = 1  # pseudo-labels from the base model's mean output over this many mirrored inputs (1: plain)
     border_weight: float = 5.0
     freeze_encoder: bool = True  # fine-tune the decoder only (about half the CPU time per step)
     reference_masks: str = ""  # REFERENCE ONLY, never shipped: learn the human masks of this folder instead
@@ -77,6 +78,10 @@ class AdaptConfig:
             raise UserInputError("need 0 <= low < threshold < high <= 1")
         if self.refine_px < 0:
             raise UserInputError("refine_px must be >= 0")
+        from ...inference.tta import FLIPS
+
+        if self.teacher_flips not in FLIPS:
+            raise UserInputError(f"teacher_flips must be one of {', '.join(map(str, FLIPS))}, got {self.teacher_flips}")
         from .style import STYLES
 
         if not 0 <= self.render_share <= 1:
@@ -286,6 +291,7 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
     from ...analysis import detect_databar, load_image, to_gray_float
     from ...errors import UserInputError
     from ...inference import SHIPPED, OnnxSegmenter, model_dir
+    from ...inference.tta import flip_mean
     from .model import ModelConfig, export_onnx, normalize
 
     cfg.validate()
@@ -320,7 +326,8 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
         img = load_image(p)
         rows = detect_databar(img.pixels)
         gray = to_gray_float(img.pixels)[:rows].astype(np.float32)
-        probs = seg.predict_channels(gray) if not cfg.reference_masks or cfg.render_style != "none" else None
+        probs = (flip_mean(seg.predict_channels, gray, cfg.teacher_flips)
+                 if not cfg.reference_masks or cfg.render_style != "none" else None)
         if cfg.renders_only:  # the image is an appearance reference only: no labels of it are made
             y, w = None, None
         elif cfg.reference_masks:
@@ -398,11 +405,12 @@ def adapt_segmenter(cfg: AdaptConfig, out_dir: str | os.PathLike, *,
 def _route(cfg: AdaptConfig) -> str:
     look = {"none": "", "histogram": ", restyled to the images by histogram matching",
             "fourier": ", restyled to the images by Fourier amplitude matching"}[cfg.render_style]
+    teacher = f" (teacher: mean over {cfg.teacher_flips} flips)" if cfg.teacher_flips > 1 else ""
     if cfg.renders_only:
         return f"fine-tuning on renders only{look}"
     if cfg.renders and cfg.render_share > 0:
-        return f"self-training on confident pseudo-labels beside renders{look}"
-    return "self-training on confident pseudo-labels"
+        return f"self-training on confident pseudo-labels{teacher} beside renders{look}"
+    return f"self-training on confident pseudo-labels{teacher}"
 
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".dm3", ".dm4")
