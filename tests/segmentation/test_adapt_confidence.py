@@ -85,8 +85,10 @@ def test_adapt_writes_fold_versions_from_unlabeled_images(tmp_path):
     assert p.shape == (2, 128, 160) and np.isfinite(p).all()
     # a second plain run is the next version
     assert main(["adapt", "--images", str(imgs), "--modality", "se", "--out", str(out), "--steps", "1",
-                 "--batch", "1", "--patch", "128", "--quiet"]) == 0
+                 "--batch", "1", "--patch", "128", "--border-weight", "7", "--quiet"]) == 0
     assert (out / "3" / "model.onnx").exists()
+    assert json.loads((out / "3" / "training.json").read_text())["adaptation"]["config"]["border_weight"] == 7
+    assert rec["adaptation"]["config"]["border_weight"] == 5  # the default
 
 
 def test_adapt_bad_input_is_one_line_exit_2(tmp_path, capsys):
@@ -97,6 +99,21 @@ def test_adapt_bad_input_is_one_line_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["adapt", "--images", str(tmp_path / "empty"), "--modality", "se", "--out", str(tmp_path / "o")]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_adapt_bad_option_is_refused_before_anything_is_written(tmp_path, capsys):
+    from semforge.cli import main
+
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.tif").write_bytes(b"not read: the options are checked first")
+    out = tmp_path / "o"
+    for opt, msg in ((["--border-weight", "0"], "border_weight must be > 0"),
+                     (["--border-weight", "-3"], "border_weight must be > 0"),
+                     (["--threshold", "0.95"], "need 0 <= low < threshold < high <= 1")):
+        assert main(["adapt", "--images", str(tmp_path / "imgs"), "--modality", "se", "--out", str(out), *opt]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+        assert not out.exists()  # no half-made model folder left behind
 
 
 def test_pseudo_labels_refine_px_puts_outlines_on_the_gray_edge():

@@ -33,6 +33,9 @@ def register(sub) -> None:
     a.add_argument("--teacher-flips", type=int, default=1, choices=[1, 2, 4, 8],
                    help="pseudo-labels: mean of the base model's outputs over this many mirrored inputs "
                    "(test-time augmentation of the teacher; default 1: plain)")
+    a.add_argument("--border-weight", type=float, default=5.0,
+                   help="loss weight of the border pixels between touching particles in the border channel "
+                   "(default 5, the training recipe's)")
     a.add_argument("--reference-masks", default="", help="REFERENCE ONLY (never ship): learn these human masks "
                    "(NAME_m.tif) instead of pseudo-labels, to measure the headroom of the same fine-tuning")
     a.add_argument("--renders", nargs="+", default=[], metavar="DATASET",
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                                 "teacher_flips": args.teacher_flips},
                         reference_masks=args.reference_masks, renders=args.renders,
                         render_share=(0.5 if args.renders else 0.0) if args.render_share is None else args.render_share,
-                        render_style=args.render_style, style_beta=args.style_beta,
+                        render_style=args.render_style, style_beta=args.style_beta, border_weight=args.border_weight,
                         render_image=args.render_image or ("transmission.png" if args.modality in ("stem", "tem")
                                                            else "se.png"))
     for v, seen in res["versions"].items():

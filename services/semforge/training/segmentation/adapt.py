@@ -54,7 +54,7 @@ class AdaptConfig:
     min_contrast: float = 0.0  # pseudo-label instances with less contrast to their ring are dropped (spurious)
     refine_px: int = 0  # pseudo-label outlines re-decided on the gray image within this band (0: off; the analysis' refinement)
     teacher_flips: int = 1  # pseudo-labels from the base model's mean output over this many mirrored inputs (1: plain)
-    border_weight: float = 5.0
+    border_weight: float = 5.0  # loss weight of the border pixels between touching particles (border channel)
     freeze_encoder: bool = True  # fine-tune the decoder only (about half the CPU time per step)
     reference_masks: str = ""  # REFERENCE ONLY, never shipped: learn the human masks of this folder instead
     renders: list[str] = field(default_factory=list)  # rendered dataset roots (scene_*/) learned beside the images
@@ -78,6 +78,8 @@ class AdaptConfig:
             raise UserInputError("need 0 <= low < threshold < high <= 1")
         if self.refine_px < 0:
             raise UserInputError("refine_px must be >= 0")
+        if not self.border_weight > 0:
+            raise UserInputError(f"border_weight must be > 0, got {self.border_weight}")
         from ...inference.tta import FLIPS
 
         if self.teacher_flips not in FLIPS:
@@ -425,7 +427,8 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
                   batch: int = 4, patch: int = 192, seed: int = 0, threads: int = 1, freeze_encoder: bool = True,
                   pseudo: dict | None = None, reference_masks: str = "", renders: list[str] | None = None,
                   render_share: float = 0.0, render_image: str = "se.png", render_style: str = "none",
-                  style_beta: float = 0.02, progress: Callable[[str], None] | None = None) -> dict:
+                  style_beta: float = 0.02, border_weight: float = 5.0,
+                  progress: Callable[[str], None] | None = None) -> dict:
     """``semforge adapt``: new version(s) of the model folder ``out`` adapted to the images of ``images``.
 
     ``folds`` = 0: one version from all images. ``folds`` = k >= 2: k versions, version i trained on
@@ -452,6 +455,14 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
     base_dir = Path(base) if base else model_dir(SHIPPED[modality]) if modality in SHIPPED else None
     if base_dir is None:
         raise UserInputError(f"unknown modality {modality!r}; use se, him, stem or tem", field="modality")
+    def config(plan: list[Path]) -> AdaptConfig:
+        return AdaptConfig(images=[str(p) for p in plan], modality=modality, base=str(base_dir), steps=steps,
+                           batch=batch, patch=patch, seed=seed, threads=threads, freeze_encoder=freeze_encoder,
+                           reference_masks=reference_masks, renders=list(renders or []), render_share=render_share,
+                           render_image=render_image, render_style=render_style, style_beta=style_beta,
+                           border_weight=border_weight, **(pseudo or {}))
+
+    config(paths).validate()  # a bad option is refused before anything is written
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
     # servable by Triton like the base: its configs (renamed) and, per version, its model.py
@@ -469,11 +480,7 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
     versions = {}
     for plan in plans:
         v = _next_version(dest)
-        cfg = AdaptConfig(images=[str(p) for p in plan], modality=modality, base=str(base_dir), steps=steps,
-                          batch=batch, patch=patch, seed=seed, threads=threads, freeze_encoder=freeze_encoder,
-                          reference_masks=reference_masks, renders=list(renders or []), render_share=render_share,
-                          render_image=render_image, render_style=render_style, style_beta=style_beta,
-                          **(pseudo or {}))
+        cfg = config(plan)
         say = (lambda ev, v=v: progress(f"version {v}: step {ev['step']}/{steps} loss {ev['loss']:.4f} "
                                         f"({ev['elapsed_s']:.0f} s)")) if progress else None
         adapt_segmenter(cfg, dest / str(v), progress=say)
