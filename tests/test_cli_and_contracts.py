@@ -61,6 +61,7 @@ def test_uncalibrated_report_says_so(tmp_path):
     (["render", "--out", "x", "--spec", "/nonexistent.json"], 2, "cannot read scene spec"),
     (["translate", "/nonexistent", "--out", "x", "--model", "/nonexistent"], 2, "train one"),
     (["train", "classifier"], 2, "give the rendered scenes with --data"),
+    (["train", "segmenter", "--data", ".", "--threads", "-1"], 2, "threads must be >= 0"),
     (["train", "translator", "--data", "/nonexistent", "--real", "/nonexistent"], 2, "no such directory"),
 ])
 def test_errors_are_one_line_with_exit_codes(args, code, text, sample_tiff, tmp_path):

@@ -255,6 +255,7 @@ def test_training_without_validation_keeps_a_checkpoint_when_the_loss_is_above_o
     """#16: without --val the score is -loss; the first evaluation crashed (KeyError 'step') when loss > 1."""
     rec = train_segmenter(tiny_cfg(pairs_dir, val=None, val_names=None, steps=2, eval_every=1, border_weight=50.0),
                           tmp_path / "m" / "1", progress=lambda ev: ev["best_step"])
+    assert rec["machine"].endswith(", 1 threads") and rec["config"]["threads"] == 1
     assert rec["evaluations"][0]["loss"] > 1.0  # the case that crashed
     assert rec["best"]["step"] in (1, 2) and rec["best"]["score"] == -min(e["loss"] for e in rec["evaluations"])
     assert (tmp_path / "m" / "1" / "model.onnx").stat().st_size > 0

@@ -51,6 +51,8 @@ def register(sub) -> None:
     t.add_argument("--limit", type=int, default=None, help="at most this many training images")
     t.add_argument("--cache-dir", default="out/cache/weights", help="weight-map cache")
     t.add_argument("--time-budget-s", type=float, default=None, help="stop at the first evaluation after this")
+    t.add_argument("--threads", type=int, default=0,
+                   help="segmenter: CPU threads for PyTorch (default 0: all cores; 1 per job when jobs share a machine)")
     t.add_argument("--json", help="also write the training record here")
     t.add_argument("--real", help="translator: folder of unlabeled real images of the target instrument")
     t.add_argument("--out", help="translator: output folder (default out/translators/default; resumes if present)")
@@ -144,7 +146,8 @@ def _train_segmenter(args: argparse.Namespace) -> int:
                       model=ModelConfig(args.encoder, len(args.decoder), args.decoder, 2 if args.border else 1),
                       patch=args.patch or 256, batch=args.batch, steps=args.steps, eval_every=args.eval_every, lr=args.lr,
                       gamma=args.gamma if args.gamma is not None else (2.0 if Modality.parse(args.modality).dark_particles else 0.0),
-                      seed=args.seed, limit=args.limit, cache_dir=args.cache_dir, time_budget_s=args.time_budget_s)
+                      seed=args.seed, limit=args.limit, cache_dir=args.cache_dir, time_budget_s=args.time_budget_s,
+                      threads=args.threads)
     try:
         cfg.validate()
     except ValueError as exc:

@@ -62,6 +62,8 @@ class TrainConfig:
             raise ValueError("patch must be a multiple of 32, >= 64")
         if self.steps < 1 or self.batch < 1 or self.eval_every < 1:
             raise ValueError("steps, batch and eval_every must be >= 1")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: all cores), got {self.threads}")
         self.model.validate()
 
     @property
