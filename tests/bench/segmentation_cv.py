@@ -377,6 +377,8 @@ def main() -> int:
         ap.error(f"--se-h wants comma-separated numbers, got {args.se_h!r}")
     if not SE_H or min(SE_H) <= 0:
         ap.error(f"--se-h wants positive watershed h values, got {args.se_h!r}")
+    if "flips" in {x.strip() for x in args.routes.split(",")} and args.flips == 1:
+        ap.error("route 'flips' needs --flips 2, 4 or 8")
     mods = ("se", "tem") if args.modality == "both" else (args.modality,)
     parts, results = [], {}
     for mod in mods:

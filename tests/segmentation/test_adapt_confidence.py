@@ -109,7 +109,8 @@ def test_adapt_bad_option_is_refused_before_anything_is_written(tmp_path, capsys
     out = tmp_path / "o"
     for opt, msg in ((["--border-weight", "0"], "border_weight must be > 0"),
                      (["--border-weight", "-3"], "border_weight must be > 0"),
-                     (["--threshold", "0.95"], "need 0 <= low < threshold < high <= 1")):
+                     (["--threshold", "0.95"], "need 0 <= low < threshold < high <= 1"),
+                     (["--base", str(tmp_path / "nomodel" / "1")], "no model version at")):
         assert main(["adapt", "--images", str(tmp_path / "imgs"), "--modality", "se", "--out", str(out), *opt]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err

@@ -455,6 +455,7 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
     base_dir = Path(base) if base else model_dir(SHIPPED[modality]) if modality in SHIPPED else None
     if base_dir is None:
         raise UserInputError(f"unknown modality {modality!r}; use se, him, stem or tem", field="modality")
+
     def config(plan: list[Path]) -> AdaptConfig:
         return AdaptConfig(images=[str(p) for p in plan], modality=modality, base=str(base_dir), steps=steps,
                            batch=batch, patch=patch, seed=seed, threads=threads, freeze_encoder=freeze_encoder,
@@ -463,6 +464,9 @@ def adapt_command(images: str, modality: str, out: str, *, folds: int = 0, base:
                            border_weight=border_weight, **(pseudo or {}))
 
     config(paths).validate()  # a bad option is refused before anything is written
+    if not (base_dir / "model.onnx").is_file() or not (base_dir / "training.json").is_file():
+        raise UserInputError(f"no model version at {base_dir} (model.onnx + training.json); give a version folder "
+                             "such as models_repo/semforge_unetpp_se/1", field="base")
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
     # servable by Triton like the base: its configs (renamed) and, per version, its model.py
